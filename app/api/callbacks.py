@@ -1,0 +1,115 @@
+"""`POST /callbacks/targetsms/{token}`: the provider's status push."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.ingest import Submission
+from app.protocol import DocumentError, ParsedDocument, ack_document, error_document, parse_document
+from app.runtime import Runtime, get_runtime
+from app.tokens import tokens_match
+from app.writer import StorageUnavailable
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["callbacks"])
+
+XML = "application/xml; charset=utf-8"
+# Parsing a large document takes milliseconds: do it off the event loop.
+PARSE_IN_THREAD_BYTES = 64 * 1024
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+TokenPath = Annotated[
+    str, Path(description="The secret callback token (see `targetsms-receiver callback-path`).")
+]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+CALLBACK_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The ids whose states are committed (stored now or earlier).",
+        "content": {"application/xml": {"example": ack_document(["12345", "12346"]).decode()}},
+    },
+    400: {"description": "Malformed, hostile or empty document; nothing stored."},
+    404: {"description": "Wrong token; nothing stored."},
+    413: {"description": "Body larger than `MAX_BODY_BYTES`; nothing stored."},
+    503: {"description": "The database could not commit; no id acknowledged, send again."},
+}
+
+
+@router.post(
+    "/callbacks/targetsms/{token}",
+    summary="Receive a TargetSMS status push",
+    response_class=Response,
+    responses=CALLBACK_RESPONSES,
+)
+async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeDep) -> Response:
+    """The provider POSTs `<request><state id_sms=".." time="..">STATUS</state>...</request>`;
+    the answer lists every id whose state is committed. Ids left out are sent again."""
+    if not tokens_match(token, runtime.callback_token):
+        return _xml(404, error_document("not found"))
+    settings = runtime.settings
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        return _xml(413, error_document(f"body larger than {settings.max_body_bytes} bytes"))
+    received = Submission(
+        states=[],
+        source="callback",
+        received_at=datetime.now(UTC),
+        body=body,
+        remote_addr=request.client.host if request.client else None,
+    )
+    try:
+        parsed = await _parse(body, runtime)
+    except DocumentError as exc:
+        await _keep_rejected(runtime, received, str(exc))
+        return _xml(400, error_document(str(exc)))
+    received.states = parsed.states
+    try:
+        outcome = await runtime.writer.submit(received)
+    except StorageUnavailable as exc:
+        return _xml(503, error_document(f"temporarily unable to store: {exc}"))
+    return _xml(200, ack_document(outcome.acked_ids))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes whether or not Content-Length was sent."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse(body: bytes, runtime: Runtime) -> ParsedDocument:
+    settings = runtime.settings
+    if len(body) < PARSE_IN_THREAD_BYTES:
+        return parse_document(body, settings.zone, settings.max_states_per_document)
+    return await run_in_threadpool(
+        parse_document, body, settings.zone, settings.max_states_per_document
+    )
+
+
+async def _keep_rejected(runtime: Runtime, received: Submission, error: str) -> None:
+    received.error = error[:200]
+    try:
+        await runtime.writer.submit(received)
+    except StorageUnavailable:
+        log.warning("a rejected document could not be kept for audit")
+
+
+def _xml(status: int, content: bytes) -> Response:
+    return Response(content=content, status_code=status, media_type=XML)

@@ -1,0 +1,86 @@
+"""The service's settings: environment variables, optionally a `.env` file.
+
+Every field is listed in the README with its default; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Storage and the callback endpoint.
+    database_url: str = "sqlite:///./targetsms-receiver.db"
+    callback_token: SecretStr | None = None
+    targetsms_timezone: str = "Europe/Moscow"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_states_per_document: int = Field(default=10_000, gt=0)
+    raw_retention_days: int = Field(default=30, ge=1)
+    write_batch_max_states: int = Field(default=5_000, gt=0)
+    write_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_connect_timeout_seconds: int = Field(default=3, gt=0)
+
+    # Read API (issue 3) and admin API (issue 4).
+    api_keys: Annotated[list[SecretStr], NoDecode] = []
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = []
+
+    # The provider's XML API (issue 4).
+    targetsms_login: str = ""
+    targetsms_password: SecretStr = SecretStr("")
+    targetsms_api_url: str = "https://sms.targetsms.ru/xml/"
+    public_url: str = ""
+    poll_after_seconds: int = Field(default=1800, ge=0)
+    poll_max_age_hours: int = Field(default=72, gt=0)
+    poll_batch_size: int = Field(default=200, gt=0)
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+
+    # Deployment (issue 5).
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = []
+    callback_allowed_networks: Annotated[list[IPNetwork], NoDecode] = []
+    access_log: bool = True
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator(
+        "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"
+    )
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("trusted_proxies", "callback_allowed_networks", mode="after")
+    @classmethod
+    def _networks(cls, value: list[IPNetwork]) -> list[IPNetwork]:
+        return [ipaddress.ip_network(net, strict=False) for net in value]
+
+    @field_validator("targetsms_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.targetsms_timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

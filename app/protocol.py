@@ -1,0 +1,170 @@
+"""TargetSMS status documents in, acknowledgements out. Pure functions.
+
+A status push is `<request>` (or `<response>`, as resellers document it) with
+`<state id_sms=".." time="..">STATUS</state>` children. We answer with the ids
+we have committed. Everything here works on bytes and values: no database, no
+HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from xml.etree.ElementTree import ParseError
+from xml.sax.saxutils import escape
+from zoneinfo import ZoneInfo
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from app.models import STATUS_LENGTH, TIME_RAW_LENGTH
+
+FINAL_STATUSES = frozenset({"not_deliver", "expired", "deliver", "partly_deliver"})
+KNOWN_STATUSES = FINAL_STATUSES | {"send"}
+
+ROOT_TAGS = frozenset({"request", "response"})
+MAX_DEPTH = 3  # <request><state/></request> is 2; one level of slack.
+
+ID_SMS = re.compile(r"[0-9]{1,19}")
+PROVIDER_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
+DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+ALLOWED_DECLARED = {"utf-8": "utf-8", "utf8": "utf-8", "windows-1251": "cp1251", "cp1251": "cp1251"}
+
+ACK_HEADER = '<?xml version="1.0" encoding="utf-8" ?>\n'
+
+
+class DocumentError(ValueError):
+    """The document cannot be read; the message says why, for the sender."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingState:
+    id_sms: str
+    status: str
+    time_raw: str
+    status_at: datetime | None
+    num_parts: int | None = None
+    price: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.id_sms, self.status, self.time_raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    states: list[IncomingState]
+    skipped: int  # <state> elements without a valid id or status
+
+
+def is_final(status: str | None) -> bool:
+    return status in FINAL_STATUSES
+
+
+def check_encoding(body: bytes) -> None:
+    """Allow UTF-8 (with or without BOM), UTF-16 with BOM, declared windows-1251."""
+    if body.startswith(UTF32_BOMS):
+        raise DocumentError("unsupported encoding 'utf-32': use UTF-8, UTF-16 or windows-1251")
+    if body.startswith(UTF16_BOMS):
+        return
+    if b"\x00" in body[:2]:
+        # expat would guess UTF-16 from the zero bytes; only a BOM may say so.
+        raise DocumentError("UTF-16 without a byte order mark")
+    head = body[len(UTF8_BOM) :] if body.startswith(UTF8_BOM) else body
+    match = DECLARED_ENCODING.match(head[:200].lstrip())
+    if match is None:
+        return
+    declared = match.group(1).decode("ascii").lower()
+    allowed = ALLOWED_DECLARED.get(declared)
+    if allowed is None or (allowed != "utf-8" and head is not body):
+        raise DocumentError(f"unsupported encoding {declared!r}: use UTF-8, UTF-16 or windows-1251")
+
+
+def parse_document(body: bytes, zone: ZoneInfo, max_states: int) -> ParsedDocument:
+    if not body.strip():
+        raise DocumentError("empty document")
+    check_encoding(body)
+    try:
+        return _parse(body, zone, max_states)
+    except DocumentError:
+        raise
+    except DefusedXmlException as exc:
+        raise DocumentError(f"forbidden XML construct: {type(exc).__name__}") from None
+    except ParseError as exc:
+        raise DocumentError(f"malformed XML: {exc}") from None
+    except (ValueError, LookupError, UnicodeError) as exc:
+        raise DocumentError(f"unreadable document: {exc}") from None
+
+
+def _parse(body: bytes, zone: ZoneInfo, max_states: int) -> ParsedDocument:
+    states: list[IncomingState] = []
+    skipped = depth = 0
+    events = SafeET.iterparse(io.BytesIO(body), events=("start", "end"), forbid_dtd=True)
+    for kind, element in events:
+        if kind == "start":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise DocumentError(f"elements nested deeper than {MAX_DEPTH} levels")
+            if depth == 1 and element.tag not in ROOT_TAGS:
+                raise DocumentError(f"root element must be <request>, not <{element.tag}>")
+            continue
+        depth -= 1
+        if depth == 1 and element.tag == "state":
+            if len(states) + skipped >= max_states:
+                raise DocumentError(f"more than {max_states} states in one document")
+            state = read_state(element.attrib, element.text, zone)
+            if state is None:
+                skipped += 1
+            else:
+                states.append(state)
+            element.clear()
+    return ParsedDocument(states=states, skipped=skipped)
+
+
+def read_state(attrib: dict[str, str], text: str | None, zone: ZoneInfo) -> IncomingState | None:
+    """One `<state>`; None when it has no usable id or status."""
+    id_sms = attrib.get("id_sms", "")
+    status = (text or "").strip()
+    if not ID_SMS.fullmatch(id_sms) or not _valid_status(status):
+        return None
+    time_raw = attrib.get("time", "").strip()[:TIME_RAW_LENGTH]
+    return IncomingState(
+        id_sms=id_sms, status=status, time_raw=time_raw, status_at=parse_time(time_raw, zone)
+    )
+
+
+def _valid_status(status: str) -> bool:
+    # Unknown statuses are kept (the platform also has `read`), so anything
+    # short and printable counts; empty or control characters do not.
+    return 0 < len(status) <= STATUS_LENGTH and status.isprintable()
+
+
+def parse_time(raw: str, zone: ZoneInfo) -> datetime | None:
+    """The provider's wall-clock string in `zone`, as UTC; None if unreadable."""
+    if not PROVIDER_TIME.fullmatch(raw):
+        return None
+    try:
+        local = datetime.strptime(raw, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return local.replace(tzinfo=zone).astimezone(UTC)
+
+
+def ack_document(ids: list[str]) -> bytes:
+    lines = "".join(f"<id_sms>{id_sms}</id_sms>\n" for id_sms in ids)
+    return f"{ACK_HEADER}<response>\n{lines}</response>".encode()
+
+
+def error_document(message: str) -> bytes:
+    return f"{ACK_HEADER}<response><error>{escape(message)}</error></response>".encode()
+
+
+def unique_ids(states: list[IncomingState]) -> list[str]:
+    """The ids to acknowledge, once each, in the order they came."""
+    return list(dict.fromkeys(state.id_sms for state in states))
