@@ -16,16 +16,20 @@ stored: deciding what is new is a plain lookup, with no race to lose.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, insert, select
 
+from app.bulk import Row, insert_rows, one_of, update_rows
 from app.models import Document, Event, Message
 from app.protocol import IncomingState, is_final, unique_ids
 
 Key = tuple[str, str, str]
+MESSAGES = cast(Table, Message.__table__)
+EVENTS = cast(Table, Event.__table__)
 
 
 @dataclass(slots=True)
@@ -65,13 +69,6 @@ class Current:
     @property
     def final(self) -> bool:
         return is_final(self.status)
-
-
-@dataclass(slots=True)
-class _Plan:
-    messages: dict[str, Current]
-    events: list[dict[str, object]] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
 
 
 def supersedes(state: IncomingState, current: Current) -> bool:
@@ -116,36 +113,41 @@ def store_batch(
 ) -> list[Outcome]:
     """Store every submission's states; the caller commits, then acknowledges."""
     ids = {state.id_sms for sub in submissions for state in sub.states}
-    plan = _Plan(messages=_load_messages(conn, ids))
+    messages = _load_messages(conn, ids)
     seen = _stored_keys(conn, ids)
-    for sub in submissions:
-        plan.outcomes.append(_plan_submission(plan, sub, seen))
-    document_ids = _insert_documents(conn, submissions, plan.outcomes)
-    for event in plan.events:
-        event["document_id"] = document_ids[id(event["_submission"])]
-        del event["_submission"]
-    _save_messages(conn, plan.messages, now)
-    if plan.events:
-        conn.execute(insert(Event), plan.events)
-    return plan.outcomes
+    planned = [_plan_submission(messages, sub, seen) for sub in submissions]
+    outcomes = [outcome for outcome, _ in planned]
+    document_ids = _insert_documents(conn, submissions, outcomes)
+    events = [
+        row | {"document_id": document_id}
+        for (_, rows), document_id in zip(planned, document_ids, strict=True)
+        for row in rows
+    ]
+    _save_messages(conn, messages, now)
+    insert_rows(conn, EVENTS, events)
+    return outcomes
 
 
-def _plan_submission(plan: _Plan, sub: Submission, seen: set[Key]) -> Outcome:
+def _plan_submission(
+    messages: dict[str, Current], sub: Submission, seen: set[Key]
+) -> tuple[Outcome, list[Row]]:
+    """Apply one submission's new states to `messages`; its outcome and event rows."""
     outcome = Outcome(acked_ids=unique_ids(list(sub.states)))
+    rows = []
     for state in sub.states:
         if state.key in seen:
             outcome.duplicates += 1
             continue
         seen.add(state.key)
-        current = plan.messages.setdefault(state.id_sms, Current(exists=False))
+        current = messages.setdefault(state.id_sms, Current(exists=False))
         conflict = apply_state(current, state, sub.source)
         outcome.stored += 1
         outcome.conflicts += conflict
-        plan.events.append(_event_row(state, sub, conflict))
-    return outcome
+        rows.append(_event_row(state, sub, conflict))
+    return outcome, rows
 
 
-def _event_row(state: IncomingState, sub: Submission, conflict: bool) -> dict[str, object]:
+def _event_row(state: IncomingState, sub: Submission, conflict: bool) -> Row:
     return {
         "id_sms": state.id_sms,
         "status": state.status,
@@ -156,11 +158,10 @@ def _event_row(state: IncomingState, sub: Submission, conflict: bool) -> dict[st
         "num_parts": state.num_parts,
         "price": state.price,
         "received_at": sub.received_at,
-        "_submission": sub,
     }
 
 
-def _load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, Current]:
+def _load_messages(conn: Connection, ids: Collection[str]) -> dict[str, Current]:
     columns = (
         Message.status,
         Message.status_at,
@@ -170,7 +171,7 @@ def _load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, Current]:
         Message.num_parts,
         Message.price,
     )
-    query = select(Message.id_sms, *columns).where(Message.id_sms.in_(sorted(ids)))
+    query = select(Message.id_sms, *columns).where(one_of(MESSAGES.c.id_sms, ids, conn))
     return {
         row.id_sms: Current(
             status=row.status,
@@ -185,19 +186,23 @@ def _load_messages(conn: Connection, ids: Iterable[str]) -> dict[str, Current]:
     }
 
 
-def _stored_keys(conn: Connection, ids: Iterable[str]) -> set[Key]:
-    query = select(Event.id_sms, Event.status, Event.time_raw).where(Event.id_sms.in_(sorted(ids)))
+def _stored_keys(conn: Connection, ids: Collection[str]) -> set[Key]:
+    query = select(Event.id_sms, Event.status, Event.time_raw).where(
+        one_of(EVENTS.c.id_sms, ids, conn)
+    )
     return {(row.id_sms, row.status, row.time_raw) for row in conn.execute(query)}
 
 
 def _insert_documents(
     conn: Connection, submissions: Sequence[Submission], outcomes: list[Outcome]
-) -> dict[int, int | None]:
-    """Keep each raw callback body; map id(submission) to its document id."""
-    document_ids: dict[int, int | None] = {id(sub): None for sub in submissions}
+) -> list[int | None]:
+    """Keep each raw callback body; the document id of each submission (None: no body)."""
     kept = [
-        (sub, out) for sub, out in zip(submissions, outcomes, strict=True) if sub.body is not None
+        (n, sub, out)
+        for n, (sub, out) in enumerate(zip(submissions, outcomes, strict=True))
+        if sub.body is not None
     ]
+    document_ids: list[int | None] = [None] * len(submissions)
     if not kept:
         return document_ids
     rows = [
@@ -211,30 +216,30 @@ def _insert_documents(
             "state_count": len(sub.states),
             "duplicate_count": out.duplicates,
         }
-        for sub, out in kept
+        for _, sub, out in kept
     ]
     statement = insert(Document).returning(Document.id, sort_by_parameter_order=True)
-    for (sub, _), new_id in zip(kept, conn.execute(statement, rows).scalars(), strict=True):
-        document_ids[id(sub)] = new_id
+    for (n, _, _), new_id in zip(kept, conn.execute(statement, rows).scalars(), strict=True):
+        document_ids[n] = new_id
     return document_ids
 
 
 def _save_messages(conn: Connection, messages: dict[str, Current], now: datetime) -> None:
-    new_rows: list[dict[str, object]] = []
-    changed_rows: list[dict[str, object]] = []
+    new_rows: list[Row] = []
+    changed_rows: list[Row] = []
     for id_sms, current in sorted(messages.items()):
         if not current.touched:
             continue
-        row = _message_values(current) | {"id_sms_": id_sms, "updated_at": now}
-        (changed_rows if current.exists else new_rows).append(row)
-    if new_rows:
-        conn.execute(insert(Message), [_as_new(row, now) for row in new_rows])
-    if changed_rows:
-        statement = update(Message).where(Message.id_sms == bindparam("id_sms_"))
-        conn.execute(statement, changed_rows)
+        row = {"id_sms": id_sms, **_message_values(current), "updated_at": now}
+        if current.exists:
+            changed_rows.append(row)
+        else:
+            new_rows.append(row | {"first_seen_at": now})
+    insert_rows(conn, MESSAGES, new_rows)
+    update_rows(conn, MESSAGES, "id_sms", changed_rows)
 
 
-def _message_values(current: Current) -> dict[str, object]:
+def _message_values(current: Current) -> Row:
     return {
         "status": current.status,
         "final": current.final,
@@ -245,8 +250,3 @@ def _message_values(current: Current) -> dict[str, object]:
         "num_parts": current.num_parts,
         "price": current.price,
     }
-
-
-def _as_new(row: dict[str, object], now: datetime) -> dict[str, object]:
-    values = {key: value for key, value in row.items() if key != "id_sms_"}
-    return values | {"id_sms": row["id_sms_"], "first_seen_at": now}
