@@ -1,0 +1,96 @@
+"""`GET /api/v1/changes`: every stored state, once, in one total order.
+
+The order is `events.id`. A reader that resumes after the last id it saw can
+never miss a state, because no id becomes visible behind one already visible:
+every write holds the database-wide write lock (`db.write_transaction`) from
+before it draws its first id until after its commit is visible, so ids become
+visible in the order they were drawn (see the README, "The change feed").
+
+`wait` long-polls without holding a thread: the handler sleeps on the event
+loop until this process's writer commits, and re-reads every half second
+for commits made by other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import Engine, select
+from starlette.concurrency import run_in_threadpool
+
+from app.api import cursors
+from app.api.auth import ReadKey
+from app.api.schemas import ChangePage, error_responses
+from app.models import Event
+from app.runtime import Runtime, get_runtime
+
+router = APIRouter(tags=["changes"], dependencies=[ReadKey])
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_WAIT_SECONDS = 30
+RECHECK_SECONDS = 0.5
+
+COLUMNS = (
+    Event.id,
+    Event.id_sms,
+    Event.status,
+    Event.time_raw,
+    Event.status_at,
+    Event.source,
+    Event.conflict,
+    Event.received_at,
+    Event.num_parts,
+    Event.price,
+)
+
+
+@router.get(
+    "/changes",
+    summary="Every stored state, in one total order, from a cursor",
+    response_model=ChangePage,
+    responses=error_responses(401, 422),
+)
+async def list_changes(
+    request: Request,
+    runtime: RuntimeDep,
+    after: Annotated[
+        str | None,
+        Query(description="A `cursor` or `next_cursor` from this feed; omit to start."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="If nothing is new, wait up to this long."),
+    ] = 0,
+) -> dict[str, Any]:
+    """States after `after`, oldest first. Store `next_cursor` and pass it as
+    `after` next time: you will see every state exactly once."""
+    position = cursors.decode(cursors.CHANGES, after) if after is not None else 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        committed = runtime.writer.commit_signal()  # before reading: see writer
+        items = await run_in_threadpool(read_changes, runtime.engine, position, limit)
+        remaining = deadline - loop.time()
+        if items or remaining <= 0 or await request.is_disconnected():
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(committed.wait(), min(RECHECK_SECONDS, remaining))
+    next_cursor = items[-1]["cursor"] if items else cursors.encode(cursors.CHANGES, position)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def read_changes(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:
+    query = select(*COLUMNS).where(Event.id > after).order_by(Event.id).limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [_change(row._mapping) for row in rows]
+
+
+def _change(row: Any) -> dict[str, Any]:
+    values = {column.key: row[column.key] for column in COLUMNS if column.key != "id"}
+    return {"cursor": cursors.encode(cursors.CHANGES, row["id"])} | values

@@ -1,0 +1,116 @@
+"""`GET /api/v1/messages/{id_sms}` and `GET /api/v1/messages`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from sqlalchemy import Connection, select
+
+from app.api import cursors
+from app.api.auth import ReadKey
+from app.api.errors import ApiError
+from app.api.params import StatusName, UtcDatetime, in_range
+from app.api.schemas import Message, MessagePage, error_responses
+from app.models import Event as EventRow
+from app.models import Message as MessageRow
+from app.runtime import Runtime, get_runtime
+
+router = APIRouter(prefix="/messages", tags=["messages"], dependencies=[ReadKey])
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+IdSms = Annotated[str, Path(pattern=r"^[0-9]{1,19}$", description="The provider's message id.")]
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+SUMMARY_COLUMNS = (
+    MessageRow.id_sms,
+    MessageRow.status,
+    MessageRow.final,
+    MessageRow.status_at,
+    MessageRow.status_time_raw,
+    MessageRow.num_parts,
+    MessageRow.price,
+    MessageRow.source,
+    MessageRow.conflict,
+    MessageRow.first_seen_at,
+    MessageRow.updated_at,
+    MessageRow.tracked_at,
+    MessageRow.given_up_at,
+)
+EVENT_COLUMNS = (
+    EventRow.id,
+    EventRow.status,
+    EventRow.time_raw,
+    EventRow.status_at,
+    EventRow.source,
+    EventRow.conflict,
+    EventRow.num_parts,
+    EventRow.price,
+    EventRow.received_at,
+)
+
+
+@router.get(
+    "/{id_sms}",
+    summary="One message: its current status and full history",
+    response_model=Message,
+    responses=error_responses(401, 404, 422),
+)
+def get_message(id_sms: IdSms, runtime: RuntimeDep) -> dict[str, Any]:
+    with runtime.engine.connect() as conn:
+        row = conn.execute(select(*SUMMARY_COLUMNS).where(MessageRow.id_sms == id_sms)).first()
+        if row is None:
+            raise ApiError(404, "not_found", f"No message with id_sms '{id_sms}'.")
+        events = _history(conn, id_sms)
+    return _summary(row._mapping) | {"events": events}
+
+
+@router.get(
+    "",
+    summary="List messages, filtered, in a stable order",
+    response_model=MessagePage,
+    responses=error_responses(401, 422),
+)
+def list_messages(
+    runtime: RuntimeDep,
+    status: Annotated[
+        list[StatusName] | None, Query(description="Current status; repeat for several.")
+    ] = None,
+    final: Annotated[bool | None, Query(description="Only final (true) or non-final.")] = None,
+    updated_after: Annotated[
+        UtcDatetime | None, Query(description="`updated_at` at or after this (with offset).")
+    ] = None,
+    updated_before: Annotated[
+        UtcDatetime | None, Query(description="`updated_at` before this (with offset).")
+    ] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """Messages in the order they were first seen. A walk from the first page to
+    `next_cursor: null` returns each message at most once and every message that
+    existed (and matched) when it began; new messages append at the end."""
+    after = cursors.decode(cursors.MESSAGES, cursor) if cursor is not None else 0
+    query = select(MessageRow.id, *SUMMARY_COLUMNS).where(MessageRow.id > after)
+    if status:
+        query = query.where(MessageRow.status.in_(status))
+    if final is not None:
+        query = query.where(MessageRow.final.is_(final))
+    query = query.where(*in_range(MessageRow.updated_at, updated_after, updated_before))
+    with runtime.engine.connect() as conn:
+        found = conn.execute(query.order_by(MessageRow.id).limit(limit + 1)).all()
+    page = found[:limit]
+    more = len(found) > limit
+    return {
+        "items": [_summary(row._mapping) for row in page],
+        "next_cursor": cursors.encode(cursors.MESSAGES, page[-1].id) if more else None,
+    }
+
+
+def _history(conn: Connection, id_sms: str) -> list[dict[str, Any]]:
+    query = select(*EVENT_COLUMNS).where(EventRow.id_sms == id_sms).order_by(EventRow.id)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    values = {column.key: row[column.key] for column in SUMMARY_COLUMNS}
+    return values | {"given_up": values["given_up_at"] is not None}
