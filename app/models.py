@@ -94,7 +94,11 @@ class Message(Base):
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_messages_final_updated_at", "final", "updated_at"),)
+    __table_args__ = (
+        Index("ix_messages_final_updated_at", "final", "updated_at"),
+        # The poller walks the pending messages (not final, not given up) by id.
+        Index("ix_messages_pending", "final", "given_up_at", "id"),
+    )
 
 
 class Document(Base):

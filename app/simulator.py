@@ -11,6 +11,7 @@ By hand:
 
     curl -X POST localhost:8090/sim/messages -d '{"count": 2}'       # -> {"ids": [...]}
     curl -X POST localhost:8090/sim/messages/100000/advance -d '{"status": "deliver"}'
+    curl -X POST localhost:8090/sim/messages/100000/lose     # never push its changes
     curl localhost:8090/sim/messages/100000
     curl -X POST localhost:8090/sim/flush                            # push what is queued now
     curl localhost:8090/sim                                          # counters
@@ -139,6 +140,7 @@ class SimulatorState:
         self._acknowledged: list[PushedState] = []
         self._given_up: list[PushedState] = []
         self._lost: list[PushedState] = []
+        self._state_requests: list[tuple[str, ...]] = []
 
     def __repr__(self) -> str:
         return f"SimulatorState(messages={len(self._messages)}, url={self.callback_url!r})"
@@ -206,6 +208,16 @@ class SimulatorState:
         """The known messages among `ids`, in order; unknown ids are left out."""
         with self._cond:
             return [self._messages[i] for i in ids if i in self._messages]
+
+    def record_state_request(self, ids: Sequence[str]) -> None:
+        with self._cond:
+            self._state_requests.append(tuple(ids))
+
+    @property
+    def state_requests(self) -> list[tuple[str, ...]]:
+        """The ids of every authenticated state.php request, one tuple per request."""
+        with self._cond:
+            return list(self._state_requests)
 
     @property
     def pushes(self) -> list[PushAttempt]:
@@ -398,6 +410,7 @@ async def _state_php(request: Request) -> Response:
     if element is None:
         raise _Refused(MALFORMED)
     ids = ["".join(e.itertext()).strip() for e in element.findall("id_sms")]
+    _simulator(request).record_state_request(ids)
     root = Element("response")
     for message in _simulator(request).lookup(ids):
         attrs = {"id_sms": message.id_sms, "time": message.time}
@@ -447,6 +460,17 @@ async def _advance_message(request: Request) -> Response:
         raise HTTPException(400, str(exc)) from None
 
 
+async def _lose_message(request: Request) -> Response:
+    id_sms = request.path_params["id_sms"]
+    state = _simulator(request)
+    try:
+        message = state.message(id_sms)
+    except KeyError:
+        raise HTTPException(404, f"unknown id_sms {id_sms}") from None
+    state.lose(id_sms)
+    return _message_json(message)
+
+
 async def _show_message(request: Request) -> Response:
     id_sms = request.path_params["id_sms"]
     try:
@@ -488,6 +512,7 @@ def create_app(
         Route("/sim/messages", _create_messages, methods=["POST"]),
         Route("/sim/messages/{id_sms}", _show_message, methods=["GET"]),
         Route("/sim/messages/{id_sms}/advance", _advance_message, methods=["POST"]),
+        Route("/sim/messages/{id_sms}/lose", _lose_message, methods=["POST"]),
         Route("/sim/flush", _flush, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={_Refused: _refused}, lifespan=lifespan)
@@ -571,8 +596,8 @@ class SimulatorServer(ServerThread):
         return f"{self.url}{self._prefix}/"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.simulator", description=__doc__)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m app.simulator") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
