@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 import uvicorn
 
+from app import cli_provider
 from app import migrate as migrations
 from app.config import Settings
 from app.db import create_db_engine
 from app.logs import configure_logging
+from app.metrics import clear_multiprocess_directory
 from app.retention import purge_documents
 from app.tokens import callback_path, callback_token
 
@@ -31,9 +33,10 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, migrate: bool | None) -> None:
     """Run the HTTP service under uvicorn."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if migrate if migrate is not None else settings.is_sqlite:
         migrations.upgrade(settings)
+    clear_multiprocess_directory()
     uvicorn.run(
         "app.main:app_from_environment",
         factory=True,
@@ -43,6 +46,9 @@ def serve(host: str, port: int, workers: int, migrate: bool | None) -> None:
         access_log=False,  # it prints the path, token included; ours redacts it
         log_config=None,
         server_header=False,
+        # The app reads X-Forwarded-For itself, from TRUSTED_PROXIES only (app/network.py).
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
 
 
@@ -50,7 +56,7 @@ def serve(host: str, port: int, workers: int, migrate: bool | None) -> None:
 def migrate() -> None:
     """Apply pending database migrations."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     migrations.upgrade(settings)
 
 
@@ -77,3 +83,8 @@ def purge() -> None:
     finally:
         engine.dispose()
     click.echo(f"purged {deleted} documents")
+
+
+main.add_command(cli_provider.poll)
+main.add_command(cli_provider.callback_url_command)
+main.add_command(cli_provider.simulator)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Storage and the callback endpoint.
     database_url: str = "sqlite:///./targetsms-receiver.db"
     callback_token: SecretStr | None = None
+    # Also accepted while the provider is moved to a new token (README, runbook).
+    callback_token_previous: SecretStr | None = None
     targetsms_timezone: str = "Europe/Moscow"
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_states_per_document: int = Field(default=10_000, gt=0)
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
     access_log: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    shutdown_timeout_seconds: int = Field(default=20, gt=0)
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
 
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"

@@ -2,15 +2,25 @@
 
 uvicorn's own access log prints the request path, and the callback path holds
 the secret token, so it is switched off (`serve` passes `access_log=False`) and
-replaced by `AccessLogMiddleware`. A filter on every handler redacts callback
+replaced by `RequestLogMiddleware`. A filter on every handler redacts callback
 paths in any record as a second line of defence.
+
+Every request gets an id: a well-formed incoming `X-Request-ID` (nginx sets
+one) or a new one. It is echoed in the response's `X-Request-ID` and put on
+every log line written while the request is handled. Lines are text or JSON
+(`LOG_FORMAT`); either way CR, LF and other control characters in a value are
+escaped, so a crafted path or header cannot forge a log line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +30,11 @@ CALLBACK_PATH = re.compile(r"(/callbacks/targetsms/)[^\s/?\"']+")
 REDACTED = r"\1<token>"
 
 access_log = logging.getLogger("app.access")
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def redact(text: str) -> str:
@@ -35,16 +50,71 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO") -> None:
+def escape_controls(text: str) -> str:
+    """CR, LF and other control characters as visible escapes (tab is kept)."""
+    return CONTROL_CHARACTERS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\r": "\\r", "\n": "\\n"}.get(char, f"\\x{ord(char):02x}")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get() or "-"
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; json.dumps escapes every control character."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        for field in ACCESS_FIELDS:
+            if hasattr(record, field):
+                line[field] = getattr(record, field)
+        if record.exc_info:
+            line["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RedactFilter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # uvicorn writes its access log whenever the logger has a handler anywhere
+    # up the tree, whatever `access_log=False` said: keep it handler-less.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers[:] = []
+    uvicorn_access.propagate = False
 
 
 def public_path(path: str) -> str:
@@ -54,31 +124,63 @@ def public_path(path: str) -> str:
     return path
 
 
-class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+def _incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if VALID_REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+class RequestLogMiddleware:
+    """The request id (header and log lines), and the access log when `access_log`."""
+
+    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        rid = _incoming_request_id(scope["headers"]) or uuid.uuid4().hex
+        # Not reset afterwards: uvicorn's own error line for this request comes
+        # later in the same task, and each request runs in a task of its own.
+        request_id.set(rid)
+        header = (b"x-request-id", rid.encode())
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 500}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        if not self.access_log:
+            await self.app(scope, receive, send_wrapper)
+            return
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            client = scope.get("client") or ("-", 0)
-            access_log.info(
-                "%s %s %s %d %.1fms",
-                client[0],
-                scope["method"],
-                public_path(scope["path"]),
-                status["code"],
-                (time.perf_counter() - started) * 1000,
-            )
+            self._log(scope, status["code"], time.perf_counter() - started)
+
+    def _log(self, scope: Scope, code: int, seconds: float) -> None:
+        client = (scope.get("client") or ("-", 0))[0]
+        path = redact(public_path(scope["path"]))
+        duration_ms = round(seconds * 1000, 1)
+        access_log.info(
+            "%s %s %s %d %.1fms",
+            client,
+            scope["method"],
+            path,
+            code,
+            duration_ms,
+            extra={
+                "method": scope["method"],
+                "path": path,
+                "status": code,
+                "duration_ms": duration_ms,
+                "client": client,
+            },
+        )

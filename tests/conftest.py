@@ -138,6 +138,7 @@ class LiveServer:
             port=self.port,
             log_config=None,
             access_log=False,
+            proxy_headers=False,  # as `serve`: the app does proxy trust (TRUSTED_PROXIES)
             **uvicorn_options,  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)

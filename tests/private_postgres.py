@@ -43,7 +43,10 @@ class PrivatePostgres:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop(mode="immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -53,7 +56,7 @@ class PrivatePostgres:
         self._run(
             str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options,
             "-l", str(self.directory / "server.log"), "-w", "start",
-        )
+        )  # fmt: skip
         self.wait_ready()
 
     def stop(self, mode: str = "fast") -> None:

@@ -9,7 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app import metrics
+from app.config import Settings
 from app.ingest import Submission
+from app.network import allowed
 from app.protocol import DocumentError, ParsedDocument, ack_document, error_document, parse_document
 from app.runtime import Runtime, get_runtime
 from app.tokens import tokens_match
@@ -38,6 +41,7 @@ CALLBACK_RESPONSES: dict[int | str, dict[str, object]] = {
         "content": {"application/xml": {"example": ack_document(["12345", "12346"]).decode()}},
     },
     400: {"description": "Malformed, hostile or empty document; nothing stored."},
+    403: {"description": "Client outside `CALLBACK_ALLOWED_NETWORKS`; nothing stored."},
     404: {"description": "Wrong token; nothing stored."},
     413: {"description": "Body larger than `MAX_BODY_BYTES`; nothing stored."},
     503: {"description": "The database could not commit; no id acknowledged, send again."},
@@ -53,9 +57,14 @@ CALLBACK_RESPONSES: dict[int | str, dict[str, object]] = {
 async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeDep) -> Response:
     """The provider POSTs `<request><state id_sms=".." time="..">STATUS</state>...</request>`;
     the answer lists every id whose state is committed. Ids left out are sent again."""
-    if not tokens_match(token, runtime.callback_token):
-        return _xml(404, error_document("not found"))
     settings = runtime.settings
+    client = request.client.host if request.client else None
+    if settings.callback_allowed_networks and not allowed(
+        client, tuple(settings.callback_allowed_networks)
+    ):
+        return _xml(403, error_document("forbidden"))
+    if not tokens_match(token, runtime.callback_token) and not _previous_token(token, settings):
+        return _xml(404, error_document("not found"))
     try:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
@@ -65,19 +74,37 @@ async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeD
         source="callback",
         received_at=datetime.now(UTC),
         body=body,
-        remote_addr=request.client.host if request.client else None,
+        remote_addr=client,
     )
     try:
         parsed = await _parse(body, runtime)
     except DocumentError as exc:
+        metrics.PARSE_ERRORS.inc()
         await _keep_rejected(runtime, received, str(exc))
         return _xml(400, error_document(str(exc)))
     received.states = parsed.states
+    metrics.record_rejected_states(parsed.skipped)
     try:
         outcome = await runtime.writer.submit(received)
     except StorageUnavailable as exc:
         return _xml(503, error_document(f"temporarily unable to store: {exc}"))
+    metrics.record_states(
+        stored=outcome.stored,
+        duplicates=outcome.duplicates,
+        conflicts=outcome.conflicts,
+        acked=len(outcome.acked_ids),
+    )
     return _xml(200, ack_document(outcome.acked_ids))
+
+
+def _previous_token(token: str, settings: Settings) -> bool:
+    previous = settings.callback_token_previous
+    if previous is None or not previous.get_secret_value():
+        return False
+    matched = tokens_match(token, previous.get_secret_value())
+    if matched:
+        metrics.PREVIOUS_TOKEN.inc()
+    return matched
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -112,4 +139,5 @@ async def _keep_rejected(runtime: Runtime, received: Submission, error: str) -> 
 
 
 def _xml(status: int, content: bytes) -> Response:
+    metrics.CALLBACK_REQUESTS.labels(status).inc()
     return Response(content=content, status_code=status, media_type=XML)

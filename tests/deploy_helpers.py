@@ -1,0 +1,189 @@
+"""Helpers for the deployment tests: the real `serve` as a process, a real nginx."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import free_port, in_ci
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SITE_CONF = ROOT / "deploy" / "nginx" / "targetsms-receiver.conf"
+
+
+def wait_until_answering(url: str, timeout: float = 20) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class ServeProcess:
+    """`targetsms-receiver serve` (or another command line) as a real process."""
+
+    def __init__(
+        self,
+        directory: Path,
+        env: dict[str, str],
+        command: Callable[[int], list[str]] | None = None,
+    ) -> None:
+        """`command(port)` gives the command line; default `serve` on loopback."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = command(self.port) if command else [
+            "targetsms-receiver", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        ]  # fmt: skip
+        self.directory = directory
+        self.log_path = directory / f"serve-{self.port}.log"
+        path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {"PATH": path, "HOME": str(directory), **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServeProcess:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.directory, env=self.env, stdout=log, stderr=log
+            )
+        try:
+            wait_until_answering(self.url + "/livez")
+        except httpx.TransportError:
+            self.kill()
+            raise RuntimeError(f"serve did not start:\n{self.logs()}") from None
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+    def terminate(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+    if found is None:
+        if in_ci():
+            pytest.fail("CI=true but nginx is not installed (make test installs it)")
+        pytest.skip("nginx is not installed (make test installs it; CI=true makes this fail)")
+    return found
+
+
+class Nginx:
+    """A real nginx on loopback with deploy/'s site config: only ports and upstream changed."""
+
+    def __init__(self, directory: Path, upstream_port: int) -> None:
+        self.binary = nginx_binary()
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.access_log = directory / "access.log"  # the site logs to stdout
+        self.stderr_log = directory / "stderr.log"
+        self.error_log = directory / "error.log"
+        site = substitute(
+            SITE_CONF.read_text(), "server api:8000;", f"server 127.0.0.1:{upstream_port};"
+        )
+        site = substitute(site, "listen 80;", f"listen 127.0.0.1:{self.port};")
+        (directory / "site.conf").write_text(site)
+        # As root, workers would run as nobody, who cannot enter pytest's 0700 tmp dirs.
+        user = "user root;" if os.geteuid() == 0 else ""
+        (directory / "nginx.conf").write_text(
+            f"""{user}
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {self.error_log} info;
+events {{ worker_connections 128; }}
+http {{
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    include {directory}/site.conf;
+}}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Nginx:
+        command = [
+            self.binary, "-p", str(self.directory), "-c", str(self.directory / "nginx.conf"),
+            "-e", str(self.error_log), "-g", "daemon off;",
+        ]  # fmt: skip
+        with self.access_log.open("wb") as out, self.stderr_log.open("wb") as err:
+            self.process = subprocess.Popen(command, stdout=out, stderr=err)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(self.url + "/", timeout=2)
+                return self
+            except httpx.TransportError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start: {self.logs()}") from None
+                time.sleep(0.05)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # graceful: flushes the logs
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def logs(self) -> str:
+        parts = (self.access_log, self.stderr_log, self.error_log)
+        return "\n".join(p.read_text(errors="replace") for p in parts if p.exists())
+
+
+def substitute(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"{old!r} must appear exactly once in the site config"
+    return text.replace(old, new)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`{(sample name, sorted labels): value}` from an exposition text."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    return metric_samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
