@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Table, bindparam, insert, text, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Table,
+    bindparam,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 Row = dict[str, Any]
@@ -37,12 +47,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
         conn.execute(insert(table), rows)
         return
     names = list(rows[0])
-    # Names come from our own Table objects, never from input.
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
-        f"SELECT * FROM unnest({_arrays(conn, table, names)})"
-    )
-    conn.execute(text(sql), _columns(rows, names))
+    conn.execute(text(unnest_insert_sql(table, names, conn.dialect)), columns(rows, names))
 
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -> None:
@@ -57,21 +62,41 @@ def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -
         conn.execute(statement, values)
         return
     names = list(rows[0])
+    conn.execute(text(unnest_update_sql(table, key, names, conn.dialect)), columns(rows, names))
+
+
+def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: str = ":") -> str:
+    """PostgreSQL: insert the rows given as one array parameter per column.
+
+    `style` is the placeholder: ":" for SQLAlchemy's `text()`, "%" for psycopg.
+    """
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
+        f"SELECT * FROM unnest({_arrays(table, names, dialect, style)})"
+    )
+
+
+def unnest_update_sql(
+    table: Table, key: str, names: list[str], dialect: Dialect, style: str = ":"
+) -> str:
     assignments = ", ".join(f"{name} = v.{name}" for name in names if name != key)
-    sql = (
+    return (
         f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608
-        f"FROM unnest({_arrays(conn, table, names)}) AS v({', '.join(names)}) "
+        f"FROM unnest({_arrays(table, names, dialect, style)}) AS v({', '.join(names)}) "
         f"WHERE t.{key} = v.{key}"
     )
-    conn.execute(text(sql), _columns(rows, names))
 
 
-def _arrays(conn: Connection, table: Table, names: list[str]) -> str:
+def _arrays(table: Table, names: list[str], dialect: Dialect, style: str) -> str:
+    def placeholder(name: str) -> str:
+        return f":{name}" if style == ":" else f"%({name})s"
+
     def array_type(name: str) -> str:
-        return str(table.c[name].type.compile(dialect=conn.dialect))
+        return str(table.c[name].type.compile(dialect=dialect))
 
-    return ", ".join(f"CAST(:{name} AS {array_type(name)}[])" for name in names)
+    return ", ".join(f"CAST({placeholder(name)} AS {array_type(name)}[])" for name in names)
 
 
-def _columns(rows: Sequence[Row], names: list[str]) -> Row:
+def columns(rows: Sequence[Row], names: list[str]) -> Row:
+    """The rows as one list per column, the parameters of the unnest statements."""
     return {name: [row[name] for row in rows] for name in names}

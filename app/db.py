@@ -43,9 +43,9 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> Engine:
         # commit into 4 s once the tables grew. Plan for the real parameters.
         "options": "-c plan_cache_mode=force_custom_plan",
     }
+    kwargs.setdefault("pool_pre_ping", True)
     return create_engine(
         url,
-        pool_pre_ping=True,
         pool_timeout=settings.db_connect_timeout_seconds,
         connect_args=connect_args,
         **kwargs,

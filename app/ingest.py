@@ -108,24 +108,59 @@ def apply_state(current: Current, state: IncomingState, source: str) -> bool:
     return False
 
 
+@dataclass(slots=True)
+class Plan:
+    """What one batch writes, decided before anything is written."""
+
+    outcomes: list[Outcome]
+    documents: list[Row | None]  # per submission: its raw document, if it has one
+    events: list[list[Row]]  # per submission: its new states
+    new_messages: list[Row]
+    changed_messages: list[Row]
+
+    def event_rows(self, document_ids: Sequence[int | None]) -> list[Row]:
+        return [
+            row | {"document_id": document_id}
+            for rows, document_id in zip(self.events, document_ids, strict=True)
+            for row in rows
+        ]
+
+
+def batch_ids(submissions: Sequence[Submission]) -> list[str]:
+    """The ids a batch touches, sorted (rows are then always visited in one order)."""
+    return sorted({state.id_sms for sub in submissions for state in sub.states})
+
+
+def plan_batch(
+    messages: dict[str, Current],
+    seen: set[Key],
+    submissions: Sequence[Submission],
+    now: datetime,
+) -> Plan:
+    """Apply the batch to the stored `messages` and `seen` keys, in order of arrival."""
+    planned = [_plan_submission(messages, sub, seen) for sub in submissions]
+    outcomes = [outcome for outcome, _ in planned]
+    new_messages, changed_messages = _message_rows(messages, now)
+    return Plan(
+        outcomes=outcomes,
+        documents=[_document_row(sub, out) for sub, out in zip(submissions, outcomes, strict=True)],
+        events=[rows for _, rows in planned],
+        new_messages=new_messages,
+        changed_messages=changed_messages,
+    )
+
+
 def store_batch(
     conn: Connection, submissions: Sequence[Submission], now: datetime
 ) -> list[Outcome]:
     """Store every submission's states; the caller commits, then acknowledges."""
-    ids = {state.id_sms for sub in submissions for state in sub.states}
-    messages = _load_messages(conn, ids)
-    seen = _stored_keys(conn, ids)
-    planned = [_plan_submission(messages, sub, seen) for sub in submissions]
-    outcomes = [outcome for outcome, _ in planned]
-    document_ids = _insert_documents(conn, submissions, outcomes)
-    events = [
-        row | {"document_id": document_id}
-        for (_, rows), document_id in zip(planned, document_ids, strict=True)
-        for row in rows
-    ]
-    _save_messages(conn, messages, now)
-    insert_rows(conn, EVENTS, events)
-    return outcomes
+    ids = batch_ids(submissions)
+    plan = plan_batch(_load_messages(conn, ids), _stored_keys(conn, ids), submissions, now)
+    document_ids = _insert_documents(conn, plan.documents)
+    insert_rows(conn, MESSAGES, plan.new_messages)
+    update_rows(conn, MESSAGES, "id_sms", plan.changed_messages)
+    insert_rows(conn, EVENTS, plan.event_rows(document_ids))
+    return plan.outcomes
 
 
 def _plan_submission(
@@ -193,38 +228,33 @@ def _stored_keys(conn: Connection, ids: Collection[str]) -> set[Key]:
     return {(row.id_sms, row.status, row.time_raw) for row in conn.execute(query)}
 
 
-def _insert_documents(
-    conn: Connection, submissions: Sequence[Submission], outcomes: list[Outcome]
-) -> list[int | None]:
-    """Keep each raw callback body; the document id of each submission (None: no body)."""
-    kept = [
-        (n, sub, out)
-        for n, (sub, out) in enumerate(zip(submissions, outcomes, strict=True))
-        if sub.body is not None
-    ]
-    document_ids: list[int | None] = [None] * len(submissions)
+def _document_row(sub: Submission, outcome: Outcome) -> Row | None:
+    if sub.body is None:
+        return None
+    return {
+        "received_at": sub.received_at,
+        "remote_addr": sub.remote_addr,
+        "body": sub.body,
+        "outcome": "rejected" if sub.error else "stored",
+        "error": sub.error,
+        "acked_ids": " ".join(outcome.acked_ids),
+        "state_count": len(sub.states),
+        "duplicate_count": outcome.duplicates,
+    }
+
+
+def _insert_documents(conn: Connection, documents: list[Row | None]) -> list[int | None]:
+    """Insert the documents; the id of each (None where there is none)."""
+    kept = [row for row in documents if row is not None]
     if not kept:
-        return document_ids
-    rows = [
-        {
-            "received_at": sub.received_at,
-            "remote_addr": sub.remote_addr,
-            "body": sub.body,
-            "outcome": "rejected" if sub.error else "stored",
-            "error": sub.error,
-            "acked_ids": " ".join(out.acked_ids),
-            "state_count": len(sub.states),
-            "duplicate_count": out.duplicates,
-        }
-        for _, sub, out in kept
-    ]
+        return [None] * len(documents)
     statement = insert(Document).returning(Document.id, sort_by_parameter_order=True)
-    for (n, _, _), new_id in zip(kept, conn.execute(statement, rows).scalars(), strict=True):
-        document_ids[n] = new_id
-    return document_ids
+    new_ids = iter(conn.execute(statement, kept).scalars().all())
+    return [None if row is None else next(new_ids) for row in documents]
 
 
-def _save_messages(conn: Connection, messages: dict[str, Current], now: datetime) -> None:
+def _message_rows(messages: dict[str, Current], now: datetime) -> tuple[list[Row], list[Row]]:
+    """The rows to insert and to update for the messages the batch touched."""
     new_rows: list[Row] = []
     changed_rows: list[Row] = []
     for id_sms, current in sorted(messages.items()):
@@ -235,8 +265,7 @@ def _save_messages(conn: Connection, messages: dict[str, Current], now: datetime
             changed_rows.append(row)
         else:
             new_rows.append(row | {"first_seen_at": now})
-    insert_rows(conn, MESSAGES, new_rows)
-    update_rows(conn, MESSAGES, "id_sms", changed_rows)
+    return new_rows, changed_rows
 
 
 def _message_values(current: Current) -> Row:

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import callbacks
+from app.api import admin, callbacks, health, read, tracking
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.db import create_db_engine
-from app.logs import AccessLogMiddleware
+from app.logs import RequestLogMiddleware, configure_logging
+from app.network import trust_proxies
 from app.retention import purge_periodically
 from app.runtime import Runtime
 from app.tokens import callback_token
@@ -23,20 +24,27 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings)
+        # The writer holds one connection at a time and drops a broken one on
+        # error, so it skips the pool's ping: a round trip saved per commit.
+        write_engine = create_db_engine(settings, pool_pre_ping=False, pool_size=1)
         writer = Writer(
-            engine,
+            write_engine,
             max_batch_states=settings.write_batch_max_states,
             timeout=settings.write_timeout_seconds,
         )
         writer.start()
         token = callback_token(settings, engine)
         app.state.runtime = Runtime(settings, engine, writer, token)
+        app.state.health = health.Health(engine)
+        unwatch = app.state.health.watch_signals(settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
         try:
             yield
         finally:
+            unwatch()
             purger.cancel()
             await writer.stop()
+            write_engine.dispose()
             engine.dispose()
 
     app = FastAPI(
@@ -47,11 +55,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(callbacks.router)
-    if settings.access_log:
-        app.add_middleware(AccessLogMiddleware)
+    app.include_router(read.router)
+    app.include_router(tracking.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
+    trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app
 
 
 def app_from_environment() -> FastAPI:
     """uvicorn's factory (`app.main:app_from_environment`) for `serve`."""
-    return create_app(Settings())
+    settings = Settings()
+    # With --workers N each worker is a fresh (spawned) interpreter.
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

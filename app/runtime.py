@@ -19,6 +19,8 @@ class Runtime:
     callback_token: str
 
 
-def get_runtime(connection: HTTPConnection) -> Runtime:
+async def get_runtime(connection: HTTPConnection) -> Runtime:
+    # async: FastAPI runs a plain `def` dependency in its threadpool, a thread
+    # hand-off on every request for what is an attribute read.
     runtime: Runtime = connection.app.state.runtime
     return runtime

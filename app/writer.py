@@ -18,17 +18,20 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
+from app import pg_commit
 from app.db import write_transaction
 from app.ingest import Outcome, Submission, store_batch
+from app.metrics import COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
 # Errors caused by one submission's data rather than by the database: retry the
 # batch's submissions one by one so that one bad document cannot fail the rest.
-DATA_ERRORS = (DataError, IntegrityError)
+DATA_ERRORS = (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError)
 
 
 class StorageUnavailable(Exception):
@@ -44,6 +47,7 @@ class Writer:
         self._wakeup = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._task: asyncio.Task[None] | None = None
+        self._committed = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -56,6 +60,16 @@ class Writer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._thread.shutdown(wait=True)
+
+    def commit_signal(self) -> asyncio.Event:
+        """An event set by this process's next successful commit (the change
+        feed's long poll waits on it). Take it before reading, then wait on it:
+        a commit in between has already set it."""
+        return self._committed
+
+    def _signal_commit(self) -> None:
+        self._committed.set()
+        self._committed = asyncio.Event()
 
     async def submit(self, submission: Submission) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -100,12 +114,29 @@ class Writer:
             for _, future in batch:
                 _resolve(future, exception=StorageUnavailable("the commit failed"))
             return
+        self._signal_commit()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             _resolve(future, result=outcome)
 
     def _commit(self, submissions: list[Submission]) -> list[Outcome]:
-        with write_transaction(self._engine) as conn:
-            return store_batch(conn, submissions, datetime.now(UTC))
+        now = datetime.now(UTC)
+        with COMMIT_SECONDS.time():
+            if self._engine.dialect.name == "postgresql":
+                return self._commit_pipelined(submissions, now)
+            with write_transaction(self._engine) as conn:
+                return store_batch(conn, submissions, now)
+
+    def _commit_pipelined(self, submissions: list[Submission], now: datetime) -> list[Outcome]:
+        with self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            try:
+                return pg_commit.commit_batch(raw, conn.dialect, submissions, now)
+            except psycopg.OperationalError:
+                # The writer's engine does not ping on checkout (a round trip
+                # per batch); a connection that broke is dropped here instead.
+                conn.invalidate()
+                raise
 
 
 def _resolve(

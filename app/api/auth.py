@@ -45,14 +45,14 @@ def _presented_key(credentials: HTTPAuthorizationCredentials | None, runtime: Ru
     return credentials.credentials
 
 
-def require_read_key(credentials: Credentials, runtime: RuntimeDep) -> None:
+async def require_read_key(credentials: Credentials, runtime: RuntimeDep) -> None:
     key = _presented_key(credentials, runtime)
     settings = runtime.settings
     if not _matches(key, settings.api_keys) and not _matches(key, settings.admin_api_keys):
         raise ApiError(401, "unauthorized", "The API key is not valid.", CHALLENGE)
 
 
-def require_admin_key(credentials: Credentials, runtime: RuntimeDep) -> None:
+async def require_admin_key(credentials: Credentials, runtime: RuntimeDep) -> None:
     key = _presented_key(credentials, runtime)
     if _matches(key, runtime.settings.admin_api_keys):
         return
