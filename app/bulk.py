@@ -20,9 +20,7 @@ from sqlalchemy import (
     Dialect,
     Table,
     bindparam,
-    insert,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -43,10 +41,12 @@ def one_of(column: Column[Any], values: Collection[Any], conn: Connection) -> Co
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     if not rows:
         return
-    if not is_postgres(conn):
-        conn.execute(insert(table), rows)
-        return
     names = list(rows[0])
+    if not is_postgres(conn):
+        placeholders = ", ".join("?" for _ in names)
+        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
+        conn.exec_driver_sql(sql, _tuples(conn, table, rows, names))
+        return
     conn.execute(text(unnest_insert_sql(table, names, conn.dialect)), columns(rows, names))
 
 
@@ -54,21 +54,30 @@ def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -
     """Set each row's values on the row whose `key` column matches its `key`."""
     if not rows:
         return
-    if not is_postgres(conn):
-        statement = update(table).where(table.c[key] == bindparam(f"{key}_key"))
-        values = [
-            {n: v for n, v in row.items() if n != key} | {f"{key}_key": row[key]} for row in rows
-        ]
-        conn.execute(statement, values)
-        return
     names = list(rows[0])
+    if not is_postgres(conn):
+        values = [name for name in names if name != key]
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        sql = f"UPDATE {table.name} SET {assignments} WHERE {key} = ?"  # noqa: S608
+        conn.exec_driver_sql(sql, _tuples(conn, table, rows, [*values, key]))
+        return
     conn.execute(text(unnest_update_sql(table, key, names, conn.dialect)), columns(rows, names))
+
+
+def _tuples(conn: Connection, table: Table, rows: Sequence[Row], names: list[str]) -> list[Any]:
+    """The rows as driver parameters, each value through its column type's bind
+    processor: what SQLAlchemy's executemany does, without its per-row work
+    (two thirds of a 3,200-state group commit on SQLite)."""
+    processors = [table.c[name].type.bind_processor(conn.dialect) for name in names]
+    pairs = list(zip(names, processors, strict=True))
+    return [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows]
 
 
 def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: str = ":") -> str:
     """PostgreSQL: insert the rows given as one array parameter per column.
 
-    `style` is the placeholder: ":" for SQLAlchemy's `text()`, "%" for psycopg.
+    `style` is the placeholder: ":" for SQLAlchemy's `text()`, "%" for psycopg
+    (binary parameters).
     """
     return (
         f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
@@ -88,8 +97,10 @@ def unnest_update_sql(
 
 
 def _arrays(table: Table, names: list[str], dialect: Dialect, style: str) -> str:
+    # psycopg's `%(name)b` sends the array in binary: its text format escapes
+    # every element with a regular expression, 60% of a group commit's time.
     def placeholder(name: str) -> str:
-        return f":{name}" if style == ":" else f"%({name})s"
+        return f":{name}" if style == ":" else f"%({name})b"
 
     def array_type(name: str) -> str:
         return str(table.c[name].type.compile(dialect=dialect))

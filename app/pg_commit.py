@@ -34,9 +34,9 @@ DOCUMENTS = cast(Table, Document.__table__)
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 LOAD_MESSAGES = (
     "SELECT id_sms, status, status_at, status_time_raw, source, conflict, num_parts, price "
-    "FROM messages WHERE id_sms = ANY(%s::varchar[])"
+    "FROM messages WHERE id_sms = ANY(%b::varchar[])"
 )
-LOAD_KEYS = "SELECT id_sms, status, time_raw FROM events WHERE id_sms = ANY(%s::varchar[])"
+LOAD_KEYS = "SELECT id_sms, status, time_raw FROM events WHERE id_sms = ANY(%b::varchar[])"
 NEXT_DOCUMENT_IDS = (
     "SELECT nextval(pg_get_serial_sequence('documents', 'id')) FROM generate_series(1, %s)"
 )
