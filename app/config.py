@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     write_batch_max_states: int = Field(default=5_000, gt=0)
     write_timeout_seconds: float = Field(default=10.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
+    db_pool_size: int = Field(default=10, gt=0)
 
     # Read API (issue 3) and admin API (issue 4).
     api_keys: Annotated[list[SecretStr], NoDecode] = []

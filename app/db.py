@@ -27,6 +27,7 @@ from app.config import Settings
 WRITE_LOCK_KEY = 0x74736D7372637631
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_THREADS = 40  # anyio's default thread limit, which runs FastAPI's sync endpoints
 
 
 def create_db_engine(settings: Settings, **kwargs: Any) -> Engine:
@@ -44,6 +45,9 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> Engine:
         "options": "-c plan_cache_mode=force_custom_plan",
     }
     kwargs.setdefault("pool_pre_ping", True)
+    # Room for every thread of the request threadpool (40) that reads at once.
+    kwargs.setdefault("pool_size", settings.db_pool_size)
+    kwargs.setdefault("max_overflow", max(0, READ_THREADS - settings.db_pool_size))
     return create_engine(
         url,
         pool_timeout=settings.db_connect_timeout_seconds,
