@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -292,3 +294,21 @@ def test_token_never_reaches_the_logs(settings: Settings, caplog: pytest.LogCapt
     logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in server_side)
     assert "POST /callbacks/targetsms/<token> 200" in logged
     assert TEST_TOKEN not in logged
+
+
+def test_a_client_gone_mid_body_is_no_server_error(
+    server: LiveServer, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    head = (
+        f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + DIGEST_PUSH[:40])
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while "POST /callbacks/targetsms/<token>" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "POST /callbacks/targetsms/<token> 400" in caplog.text
+    assert "Exception in ASGI application" not in caplog.text
+    assert stored_states(engine) == []

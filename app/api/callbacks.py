@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from app import metrics
 from app.config import Settings
@@ -69,6 +70,9 @@ async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeD
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
         return _xml(413, error_document(f"body larger than {settings.max_body_bytes} bytes"))
+    except ClientDisconnect:
+        # Nothing was read whole, so nothing is stored; the sender retries.
+        return _xml(400, error_document("the client went away before the body was complete"))
     received = Submission(
         states=[],
         source="callback",
