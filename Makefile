@@ -6,7 +6,7 @@ PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test lint bench clean
+.PHONY: help run test lint bench faults clean system-packages
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -25,8 +25,22 @@ lint: $(BIN)/targetsms-receiver  ## ruff and mypy
 	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy
 
-test: $(BIN)/targetsms-receiver lint  ## Install, lint, and run the whole test suite (SQLite and PostgreSQL)
+# The reverse-proxy tests run a real nginx, from Debian's packages.
+system-packages:  ## Install nginx when it is missing (needs root and apt-get)
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
+	else echo "nginx is missing and cannot be installed here: its tests skip (fail under CI=true)"; fi
+
+test: $(BIN)/targetsms-receiver lint system-packages  ## Install, lint, and run the whole test suite (SQLite and PostgreSQL)
 	$(BIN)/pytest -p no:cacheprovider
+
+bench: $(BIN)/targetsms-receiver  ## Benchmark against the floors, writes bench/RESULTS.md (BENCH_ARGS=--quick: a short run)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+faults: $(BIN)/targetsms-receiver  ## The fault tests in their full form (50 kill cycles, 10 s outage, ...)
+	FAULTS_FULL=1 $(BIN)/pytest -p no:cacheprovider tests/faults
 
 clean:  ## Remove the virtualenv and local databases
 	rm -rf $(VENV) *.db *.db-wal *.db-shm
