@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree.ElementTree import ParseError
@@ -87,11 +89,19 @@ def check_encoding(body: bytes) -> None:
 
 
 def parse_document(body: bytes, zone: ZoneInfo, max_states: int) -> ParsedDocument:
+    with reading(body):
+        return _parse(body, zone, max_states)
+
+
+@contextmanager
+def reading(body: bytes) -> Iterator[None]:
+    """Refuse an empty body or a refused encoding, then turn whatever defusedxml
+    or expat raise while reading it into a DocumentError that says why."""
     if not body.strip():
         raise DocumentError("empty document")
     check_encoding(body)
     try:
-        return _parse(body, zone, max_states)
+        yield
     except DocumentError:
         raise
     except DefusedXmlException as exc:

@@ -15,16 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element
 
-from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from sqlalchemy import Connection, Engine, Integer, Table, bindparam, func, select, update
 
 from app.bulk import insert_rows, one_of
 from app.db import write_transaction
 from app.models import Message, UTCDateTime
-from app.protocol import ID_SMS, DocumentError, check_encoding
+from app.protocol import ID_SMS, DocumentError, reading
 
 MESSAGES = cast(Table, Message.__table__)
 _PARTS = re.compile(r"[0-9]{1,9}")
@@ -70,17 +69,8 @@ def _text(value: str | None) -> str:
 
 def parse_send_answer(body: bytes, max_entries: int) -> SendAnswer:
     """The provider's send answer; DocumentError if it cannot be read."""
-    if not body.strip():
-        raise DocumentError("empty document")
-    check_encoding(body)
-    try:
+    with reading(body):
         root: Element = fromstring(body, forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise DocumentError(f"forbidden XML construct: {type(exc).__name__}") from None
-    except ParseError as exc:
-        raise DocumentError(f"malformed XML: {exc}") from None
-    except (ValueError, LookupError, UnicodeError) as exc:
-        raise DocumentError(f"unreadable document: {exc}") from None
     if root.tag != "response":
         raise DocumentError(f"root element must be <response>, not <{root.tag}>")
     error = root.find("error")
