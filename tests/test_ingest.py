@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from app.db import write_transaction
 from app.ingest import Current, Submission, apply_state, store_batch
+from app.models import Message
 from app.protocol import IncomingState
 from tests.conftest import rows
 
@@ -93,3 +94,20 @@ def test_a_batch_updates_known_messages_and_inserts_new_ones(engine: Engine) -> 
     assert all(statuses[str(n)] == ("deliver" if n % 2 == 0 else "send") for n in range(50))
     assert all(statuses[str(n)] == "deliver" for n in range(50, 60, 2))
     assert rows(engine, "SELECT count(*) FROM messages WHERE updated_at > first_seen_at") == [(25,)]
+
+
+def test_stored_times_compare_as_times(engine: Engine) -> None:
+    """A range on a timestamp written by a batch finds it (on SQLite the text
+    format must be SQLAlchemy's own, or comparisons go wrong)."""
+    now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+    with write_transaction(engine) as conn:
+        store_batch(conn, [Submission([state("send", id_sms="5")], "callback", now)], now)
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(Message.id_sms).where(
+                Message.updated_at >= now, Message.updated_at < now + timedelta(seconds=1)
+            )
+        ).all()
+        stored_at = conn.execute(select(Message.updated_at)).scalar_one()
+    assert [row.id_sms for row in found] == ["5"]
+    assert stored_at == now
