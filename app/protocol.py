@@ -24,7 +24,6 @@ from defusedxml import DefusedXmlException
 from app.models import STATUS_LENGTH, TIME_RAW_LENGTH
 
 FINAL_STATUSES = frozenset({"not_deliver", "expired", "deliver", "partly_deliver"})
-KNOWN_STATUSES = FINAL_STATUSES | {"send"}
 
 ROOT_TAGS = frozenset({"request", "response"})
 MAX_DEPTH = 3  # <request><state/></request> is 2; one level of slack.
