@@ -16,6 +16,8 @@ from app.tokens import callback_path, callback_token
 
 
 @click.group()
+# The installed distribution's version (importlib.metadata), not a copy kept here.
+@click.version_option(package_name="targetsms-receiver", message="%(package)s %(version)s")
 def main() -> None:
     """Receives TargetSMS status callbacks and serves them."""
 

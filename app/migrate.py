@@ -1,20 +1,30 @@
-"""Alembic, driven from code: `migrate`, `serve` on SQLite, and the tests."""
+"""Alembic, driven from code: `migrate`, `serve` on SQLite, and the tests.
+
+The migrations are installed inside the package (`app.migrations`, mapped
+from the repository's top-level `migrations/` folder by pyproject.toml), so
+the Alembic configuration is built here and nothing has to be found next to
+the working directory. `alembic.ini` is only for developers running the
+`alembic` command itself (e.g. `alembic revision --autogenerate`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 
 from app.config import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def script_location() -> str:
+    """The installed migrations folder: site-packages, or the checkout when editable."""
+    return str(files("app.migrations"))
 
 
 def alembic_config(settings: Settings) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", script_location())
     config.attributes["settings"] = settings
     return config
 

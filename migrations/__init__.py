@@ -1,0 +1,1 @@
+"""The Alembic migrations, installed as `app.migrations` (see pyproject.toml)."""
