@@ -14,12 +14,12 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt
 
-# The application. Installed in place (editable), so that `migrate` finds
-# alembic.ini and migrations/ next to the app package, as in a checkout.
-COPY README.md alembic.ini ./
+# The application, built into a wheel: the migrations travel inside it
+# (app.migrations), so the image needs no source tree.
+COPY README.md ./
 COPY migrations/ migrations/
 COPY app/ app/
-RUN pip install --no-cache-dir --no-deps --editable .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -30,7 +30,9 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home a
     && mkdir /data \
     && chown app:app /data
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
+# The wheel is mounted for this step only: it does not stay in a layer.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-deps /wheels/*.whl
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000

@@ -11,16 +11,23 @@ PORT ?= 8000
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
+# Two steps, each with its own stamp: the service alone (`make run`), then the
+# test extras on top (lint, test, bench, faults). `make run` first does not
+# stop `make test` from installing the extras: they have their own target.
 $(BIN)/targetsms-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/pytest: $(BIN)/pytest pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(BIN)/targetsms-receiver  ## Install and run the service on SQLite (./targetsms-receiver.db)
+run: $(BIN)/targetsms-receiver  ## Install the service (no test tools) and run it on SQLite (./targetsms-receiver.db)
 	$(BIN)/targetsms-receiver serve --host $(HOST) --port $(PORT)
 
-lint: $(BIN)/targetsms-receiver  ## ruff and mypy
+lint: $(BIN)/pytest  ## ruff and mypy
 	$(BIN)/ruff check app tests bench migrations
 	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy
@@ -33,14 +40,16 @@ system-packages:  ## Install nginx when it is missing (needs root and apt-get)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
 	else echo "nginx is missing and cannot be installed here: its tests skip (fail under CI=true)"; fi
 
-test: $(BIN)/targetsms-receiver lint system-packages  ## Install, lint, and run the whole test suite (SQLite and PostgreSQL)
+test: $(BIN)/pytest lint system-packages  ## Install, lint, and run the whole test suite (SQLite and PostgreSQL)
 	$(BIN)/pytest -p no:cacheprovider
 
-bench: $(BIN)/targetsms-receiver  ## Benchmark against the floors, writes bench/RESULTS.md (BENCH_ARGS=--quick: a short run)
+bench: $(BIN)/pytest  ## Benchmark against the floors, writes bench/RESULTS.md (BENCH_ARGS=--quick: a short run)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-faults: $(BIN)/targetsms-receiver  ## The fault tests in their full form (50 kill cycles, 10 s outage, ...)
+faults: $(BIN)/pytest  ## The fault tests in their full form (50 kill cycles, 10 s outage, ...)
 	FAULTS_FULL=1 $(BIN)/pytest -p no:cacheprovider tests/faults
 
-clean:  ## Remove the virtualenv and local databases
-	rm -rf $(VENV) *.db *.db-wal *.db-shm
+# .env too: the one-machine walkthrough (README) leaves one, and it would
+# silently change every later run from this folder.
+clean:  ## Remove the virtualenv, local databases and .env
+	rm -rf $(VENV) *.db *.db-wal *.db-shm .env

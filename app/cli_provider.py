@@ -157,7 +157,8 @@ def set_callback_url(url: str | None, force: bool) -> None:
 
     Then read it back, and exit 1 if the provider has another one. Without
     --force, a URL that is not https or does not end in our callback path with
-    the right token is refused (exit 2).
+    the right token is refused (exit 2). Exit 0 once the provider confirms it,
+    even when it is not PUBLIC_URL's (with --force): the output says so.
     """
     settings = Settings()
     token = _token(settings)
@@ -176,8 +177,26 @@ def set_callback_url(url: str | None, force: bool) -> None:
         )
     except callback_url.NotConfirmed:
         _fail("the provider reports a different URL after setting it", EXIT_PROVIDER)
-    _show(done)
-    click.echo("confirmed: the provider has this URL now")
+    _report_set(done)
+
+
+def _report_set(done: callback_url.CallbackUrl) -> None:
+    """What was registered, what the provider has now, and whether it is PUBLIC_URL's."""
+    # The operator's own terminal: the token is shown, as `callback-path` does.
+    click.echo(f"registered: {done.provider_url}")
+    click.echo(f"provider:   {done.provider_url} (read back after setting: confirmed)")
+    if done.expected_url is None:
+        click.echo("expected:   (PUBLIC_URL is not set)")
+        click.echo("result:     registered; PUBLIC_URL is not set, so nothing to compare it with")
+    elif done.matches:
+        click.echo(f"expected:   {done.expected_url} (PUBLIC_URL + the callback path)")
+        click.echo("result:     the provider has the expected URL")
+    else:
+        click.echo(f"expected:   {done.expected_url} (PUBLIC_URL + the callback path)")
+        click.echo(
+            "result:     registered, but NOT the expected URL: pushes now go to the URL "
+            "above, and `callback-url` exits 1 until the expected one is set"
+        )
 
 
 # --- simulator ------------------------------------------------------------------------

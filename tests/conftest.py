@@ -176,3 +176,21 @@ CALLBACK_PATH = f"/callbacks/targetsms/{TEST_TOKEN}"
 def rows(engine: Engine, query: str) -> list[tuple[object, ...]]:
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(text(query))]
+
+
+# --- The wheel installed into a new virtualenv, once per run (packaging, Dockerfile) ---
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.deploy_helpers import build_wheel  # it imports this module
+
+    return build_wheel(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `bin/` of a fresh virtualenv holding only the built wheel and its dependencies."""
+    from tests.deploy_helpers import install_wheel
+
+    return install_wheel(built_wheel, tmp_path_factory.mktemp("wheel-venv") / "venv")

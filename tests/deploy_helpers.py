@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -42,8 +43,12 @@ class ServeProcess:
         directory: Path,
         env: dict[str, str],
         command: Callable[[int], list[str]] | None = None,
+        bin_dir: Path = VENV_BIN,
     ) -> None:
-        """`command(port)` gives the command line; default `serve` on loopback."""
+        """`command(port)` gives the command line; default `serve` on loopback.
+
+        `bin_dir` comes first on PATH: this virtualenv's, or one the wheel was installed in.
+        """
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = command(self.port) if command else [
@@ -51,7 +56,7 @@ class ServeProcess:
         ]  # fmt: skip
         self.directory = directory
         self.log_path = directory / f"serve-{self.port}.log"
-        path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {"PATH": path, "HOME": str(directory), **env}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -61,7 +66,8 @@ class ServeProcess:
                 self.command, cwd=self.directory, env=self.env, stdout=log, stderr=log
             )
         try:
-            wait_until_answering(self.url + "/livez")
+            # Generous: a first start from a new virtualenv on a busy 2-core machine is slow.
+            wait_until_answering(self.url + "/livez", timeout=60)
         except httpx.TransportError:
             self.kill()
             raise RuntimeError(f"serve did not start:\n{self.logs()}") from None
@@ -187,3 +193,49 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def metric(text: str, name: str, **labels: str) -> float:
     return metric_samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# --- The wheel, as a user installs it (tests/test_packaging.py, tests/test_dockerfile.py) ---
+
+
+def build_context() -> list[str]:
+    """The top-level names .dockerignore lets into the image's build context."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+
+
+def run_checked(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run with only a plain PATH (no virtualenv, no PYTHONPATH); fail with its output."""
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(cwd), **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def build_wheel(source: Path, dist: Path) -> Path:
+    """A wheel built from a copy of the build context only (as the image's builder does)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in build_context():
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        elif (ROOT / name).exists():
+            shutil.copy2(ROOT / name, source / name)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(dist), "."]
+    run_checked(pip_wheel, source)
+    (built,) = dist.glob("*.whl")
+    assert zipfile.is_zipfile(built)
+    return built
+
+
+def install_wheel(wheel: Path, venv: Path) -> Path:
+    """A new virtualenv with the wheel and its dependencies (from the index); its bin/."""
+    run_checked([sys.executable, "-m", "venv", str(venv)], venv.parent)
+    run_checked([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], venv.parent)
+    return venv / "bin"

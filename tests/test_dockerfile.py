@@ -89,7 +89,19 @@ def test_the_build_context_leaves_out_tests_and_secrets() -> None:
     rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*"  # everything out, then only what the image needs back in
     allowed = {line.removeprefix("!").rstrip("/") for line in rules if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "alembic.ini", "app", "migrations"}
+    assert allowed == {"pyproject.toml", "README.md", "app", "migrations"}
+
+
+def test_the_builder_makes_a_wheel_and_the_runtime_installs_it() -> None:
+    builder, runtime = stages()[0], stages()[-1]
+    runs = [args for name, args in builder if name == "RUN"]
+    assert any("pip wheel" in args and "--no-deps" in args for args in runs)
+    (install,) = [args for name, args in runtime if name == "RUN" and "pip install" in args]
+    assert "from=builder" in install and ".whl" in install
+    everything = " ".join(args for _, args in instructions())
+    # No source tree in the image: no editable install, nothing copied from the builder's /app.
+    assert "--editable" not in everything and " -e " not in everything
+    assert not [args for name, args in runtime if name == "COPY" and "/app" in args]
 
 
 def image_command(port: int) -> list[str]:
@@ -98,11 +110,14 @@ def image_command(port: int) -> list[str]:
     return [str(port) if part == IMAGE_PORT else part for part in command]
 
 
-def test_the_image_command_serves(database_url: str, engine: Engine, tmp_path: Path) -> None:
+def test_the_image_command_serves(
+    database_url: str, engine: Engine, tmp_path: Path, installed_wheel: Path
+) -> None:
+    """Run from the wheel installed in a new virtualenv, as the image installs it."""
     assert image_command(1234)[:2] == ["targetsms-receiver", "serve"]
     env = {"DATABASE_URL": database_url, "CALLBACK_TOKEN": TEST_TOKEN}
     push = b'<request><state id_sms="1" time="">deliver</state></request>'
-    with ServeProcess(tmp_path, env, image_command) as serve:
+    with ServeProcess(tmp_path, env, image_command, installed_wheel) as serve:
         assert httpx.get(serve.url + "/readyz").status_code == 200
         assert httpx.post(serve.url + CALLBACK_PATH, content=push).status_code == 200
         healthcheck = healthcheck_command(serve.port)
