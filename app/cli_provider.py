@@ -18,11 +18,11 @@ from typing import NoReturn, TypeVar
 import click
 from sqlalchemy import Engine
 
-from app import callback_url
+from app import callback_url, metrics
 from app.config import Settings
 from app.db import create_db_engine
 from app.logs import configure_logging
-from app.poller import CredentialsRefused, Poller
+from app.poller import CredentialsRefused, PassResult, Poller
 from app.provider import (
     AccountBlocked,
     AuthenticationFailed,
@@ -55,7 +55,19 @@ def _client(settings: Settings) -> TargetSMSClient:
 
 @click.command()
 @click.option("--once", is_flag=True, help="Do one pass and exit (for cron and tests).")
-def poll(once: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve the poller's Prometheus metrics on this port (default: none).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --metrics-port (0.0.0.0 in a container).",
+)
+def poll(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Ask the provider (state.php) for statuses that callbacks did not bring.
 
     Runs until SIGTERM/SIGINT (the batch in hand is stored whole or dropped,
@@ -64,6 +76,8 @@ def poll(once: bool) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     client = _client(settings)
+    if metrics_port is not None:
+        _serve_metrics(metrics_host, metrics_port)
     engine = create_db_engine(settings)
     try:
         code = asyncio.run(_poll(settings, engine, client, once))
@@ -79,7 +93,7 @@ async def _poll(settings: Settings, engine: Engine, client: TargetSMSClient, onc
         loop.add_signal_handler(signum, _stopping, stop, signum)
     try:
         async with client:
-            result = await Poller(settings, engine, client, stop=stop).run(once=once)
+            result = await MeteredPoller(settings, engine, client, stop=stop).run(once=once)
     except CredentialsRefused as exc:
         log.error(
             "the provider refused our credentials (%s): polling stopped. "
@@ -91,6 +105,24 @@ async def _poll(settings: Settings, engine: Engine, client: TargetSMSClient, onc
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     return EXIT_PROVIDER if once and result.error else 0
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    try:
+        metrics.serve_poller_metrics(host, port)
+    except OSError as exc:  # taken, or an address this machine does not have
+        _fail(f"cannot serve metrics on {host}:{port}: {exc.strerror}", EXIT_USAGE)
+    log.info("poller metrics on http://%s:%d/metrics", host, port)
+
+
+class MeteredPoller(Poller):
+    """The poller, also stamping the time of each pass that ended without an error."""
+
+    async def run_pass(self) -> PassResult:
+        result = await super().run_pass()
+        if result.error is None:
+            metrics.record_poll_success()
+        return result
 
 
 def _stopping(stop: asyncio.Event, signum: int) -> None:

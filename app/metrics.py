@@ -26,9 +26,11 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -168,3 +170,30 @@ def clear_multiprocess_directory() -> None:
     for name in os.listdir(directory):
         if name.endswith(".db") and not name.endswith(own):
             os.remove(os.path.join(directory, name))
+
+
+# --- The poller's own endpoint (`poll --metrics-port`) ----------------------------------
+#
+# The poller is its own process, so its counters (POLL_PASSES, PROVIDER_ERRORS)
+# are not in the API's /metrics: `poll --metrics-port N` serves this process's
+# registry on N. The last-success gauge joins that registry only then, so that
+# the API's /metrics never shows a poller that never succeeded (a 0 there
+# would fire the staleness alert on every API replica).
+
+POLL_LAST_SUCCESS = Gauge(
+    "targetsms_poll_last_success_timestamp_seconds",
+    "When the poller last finished a pass without a provider or database error (Unix time; "
+    "0 until the first). Alert on time() - this > 3 * POLL_INTERVAL_SECONDS.",
+    registry=None,
+    multiprocess_mode="max",
+)
+
+
+def record_poll_success() -> None:
+    POLL_LAST_SUCCESS.set_to_current_time()
+
+
+def serve_poller_metrics(host: str, port: int) -> None:
+    """Serve this process's metrics on host:port (a daemon thread, ends with the process)."""
+    REGISTRY.register(POLL_LAST_SUCCESS)
+    start_http_server(port, addr=host)

@@ -25,7 +25,9 @@ def make(*args: str, cwd: Path = ROOT) -> str:
 
 
 def installs(plan: str) -> list[str]:
-    return [line for line in plan.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    return [
+        line for line in plan.splitlines() if "pip install" in line and "--upgrade pip" not in line
+    ]
 
 
 def fresh_venv(tmp_path: Path) -> str:

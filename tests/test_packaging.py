@@ -52,7 +52,9 @@ def test_the_installed_wheel_migrates_serves_and_answers_in_an_empty_folder(
     empty.mkdir()
     command = str(installed_wheel / "targetsms-receiver")
     env = {"DATABASE_URL": "sqlite:///service.db", "CALLBACK_TOKEN": TEST_TOKEN}
-    where = run_checked([str(installed_wheel / "python"), "-c", "import app; print(app.__file__)"], empty)
+    where = run_checked(
+        [str(installed_wheel / "python"), "-c", "import app; print(app.__file__)"], empty
+    )
     assert where.stdout.startswith(str(installed_wheel.parent))  # the wheel's copy, not ours
     run_checked([command, "migrate"], empty, **env)
     assert (empty / "service.db").is_file()
