@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -105,21 +106,62 @@ def nginx_binary() -> str:
     return found
 
 
-class Nginx:
-    """A real nginx on loopback with deploy/'s site config: only ports and upstream changed."""
+# The deploy/ site's paths for the operator's files, replaced by a test's own.
+TLS_CERTIFICATE = "/etc/nginx/tls/fullchain.pem"
+TLS_KEY = "/etc/nginx/tls/privkey.pem"
+ACME_WEBROOT = "root /var/www/acme;"
 
-    def __init__(self, directory: Path, upstream_port: int) -> None:
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (openssl, as an operator would)."""
+    certificate, key = directory / "fullchain.pem", directory / "privkey.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key),
+            "-out", str(certificate), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return certificate, key
+
+
+class Nginx:
+    """A real nginx on loopback with deploy/'s site config.
+
+    Changed: the ports (443 and 80 become free loopback ports), the upstream,
+    and the operator's files (a self-signed certificate made here, a webroot
+    in `directory`), plus any `changes` ((old, new) pairs) a test asks for.
+    `url` is the https side; `http_url` the plain-HTTP one (ACME and redirects).
+    """
+
+    def __init__(
+        self, directory: Path, upstream_port: int, changes: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.binary = nginx_binary()
         self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port, self.http_port = free_port(), free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
+        self.certificate, key = self_signed_certificate(directory)
+        self.webroot = directory / "acme"
+        self.webroot.mkdir()
         self.access_log = directory / "access.log"  # the site logs to stdout
         self.stderr_log = directory / "stderr.log"
         self.error_log = directory / "error.log"
-        site = substitute(
-            SITE_CONF.read_text(), "server api:8000;", f"server 127.0.0.1:{upstream_port};"
-        )
-        site = substitute(site, "listen 80;", f"listen 127.0.0.1:{self.port};")
+        site = SITE_CONF.read_text()
+        for old, new in (
+            ("server api:8000;", f"server 127.0.0.1:{upstream_port};"),
+            ("listen 80;", f"listen 127.0.0.1:{self.http_port};"),
+            ("listen 443 ssl;", f"listen 127.0.0.1:{self.port} ssl;"),
+            (TLS_CERTIFICATE, str(self.certificate)),
+            (TLS_KEY, str(key)),
+            (ACME_WEBROOT, f"root {self.webroot};"),
+            *changes,
+        ):
+            site = substitute(site, old, new)
         (directory / "site.conf").write_text(site)
         # As root, workers would run as nobody, who cannot enter pytest's 0700 tmp dirs.
         user = "user root;" if os.geteuid() == 0 else ""
@@ -138,6 +180,10 @@ http {{
         )
         self.process: subprocess.Popen[bytes] | None = None
 
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that trusts this nginx's certificate (and only it)."""
+        return ssl.create_default_context(cafile=str(self.certificate))
+
     def __enter__(self) -> Nginx:
         command = [
             self.binary, "-p", str(self.directory), "-c", str(self.directory / "nginx.conf"),
@@ -148,7 +194,7 @@ http {{
         deadline = time.monotonic() + 10
         while True:
             try:
-                httpx.get(self.url + "/", timeout=2)
+                httpx.get(self.url + "/", timeout=2, verify=self.tls_context())
                 return self
             except httpx.TransportError:
                 if self.process.poll() is not None or time.monotonic() > deadline:

@@ -31,7 +31,7 @@ def test_the_services_and_their_commands() -> None:
     assert set(found) == {"postgres", "migrate", "api", "poller", "nginx"}
     assert found["migrate"]["command"] == ["migrate"]
     assert found["api"]["command"][:1] == ["serve"]
-    assert found["poller"]["command"] == ["poll"]
+    assert found["poller"]["command"][0] == "poll"
     assert found["api"]["deploy"]["replicas"] == 2
     # Migrations run once, before the API and the poller, never at API start.
     for name in ("api", "poller"):
@@ -69,8 +69,8 @@ def test_every_referenced_file_exists() -> None:
         assert env_file.name == ".env"
         assert (env_file.parent / "env.example").is_file()
     for volume in found["nginx"]["volumes"]:
-        source = volume.split(":")[0]
-        assert (DEPLOY / source).is_file(), source
+        source = default_of(volume.rsplit(":", 2)[0])
+        assert (DEPLOY / source).exists(), source
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
 
 
@@ -98,3 +98,33 @@ def test_env_example_is_a_valid_environment(tmp_path: Path) -> None:
     env_file.write_text("\n".join(f"{key}={value}" for key, value in values.items()))
     loaded = Settings(_env_file=env_file)  # type: ignore[call-arg]
     assert loaded.log_format == "json"
+
+
+def default_of(value: str) -> str:
+    """`${NAME:-default}` as compose reads it with NAME unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_nginx_publishes_https_and_http_with_the_operators_files() -> None:
+    nginx = services()["nginx"]
+    assert [default_of(port) for port in nginx["ports"]] == ["443:443", "80:80"]
+    mounts = {default_of(v).split(":")[1]: default_of(v) for v in nginx["volumes"]}
+    site = (DEPLOY / "nginx" / "targetsms-receiver.conf").read_text()
+    # Where the site reads the certificate, key and webroot, the operator's folders are mounted.
+    assert mounts["/etc/nginx/tls"] == "./tls:/etc/nginx/tls:ro"
+    assert "ssl_certificate /etc/nginx/tls/fullchain.pem;" in site
+    assert "ssl_certificate_key /etc/nginx/tls/privkey.pem;" in site
+    assert mounts["/var/www/acme"] == "./acme:/var/www/acme:ro"
+    assert "root /var/www/acme;" in site
+    # Neither folder's contents are ever committed (certificates, keys, challenges).
+    for folder in ("tls", "acme"):
+        assert (DEPLOY / folder / ".gitignore").read_text().splitlines()[1:] == ["*", "!.gitignore"]
+
+
+def test_the_poller_serves_its_metrics_on_the_internal_network_only() -> None:
+    poller = services()["poller"]
+    command = poller["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert command[command.index("--metrics-host") + 1] == "0.0.0.0"  # noqa: S104 (in its container)
+    assert poller["expose"] == [port]
+    assert "ports" not in poller

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from tests.conftest import CALLBACK_PATH, TEST_TOKEN, LiveServer, free_port, rows
-from tests.deploy_helpers import Nginx
+from tests.deploy_helpers import SITE_CONF, Nginx
 
 PUSH = (
     b'<?xml version="1.0" encoding="utf-8"?><request>'
@@ -36,16 +38,17 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Nginx, LiveServe
         yield nginx, app
 
 
-def client(base_url: str) -> httpx.Client:
-    transport = httpx.HTTPTransport(local_address=CLIENT_ADDRESS)
-    return httpx.Client(base_url=base_url, transport=transport, timeout=30)
+def client(nginx: Nginx) -> httpx.Client:
+    """An https client of `nginx`, trusting its certificate, from CLIENT_ADDRESS."""
+    transport = httpx.HTTPTransport(local_address=CLIENT_ADDRESS, verify=nginx.tls_context())
+    return httpx.Client(base_url=nginx.url, transport=transport, timeout=30)
 
 
 def test_a_callback_through_the_proxy_is_stored_and_acknowledged(
     stack: tuple[Nginx, LiveServer], engine: Engine
 ) -> None:
     nginx, _ = stack
-    with client(nginx.url) as http:
+    with client(nginx) as http:
         answer = http.post(CALLBACK_PATH, content=PUSH)
     assert answer.status_code == 200
     assert "<id_sms>700001</id_sms>\n<id_sms>700002</id_sms>" in answer.text
@@ -64,7 +67,7 @@ def test_a_client_cannot_forge_its_address_through_the_proxy(
     stack: tuple[Nginx, LiveServer], engine: Engine
 ) -> None:
     nginx, _ = stack
-    with client(nginx.url) as http:
+    with client(nginx) as http:
         headers = {"X-Forwarded-For": FORGED}
         assert http.post(CALLBACK_PATH, content=PUSH, headers=headers).status_code == 200
     # The app believes nginx, and nginx reports the real peer.
@@ -92,7 +95,7 @@ def test_the_allowlist_sees_the_real_address_behind_the_proxy(
     with (
         LiveServer(app_settings) as app,
         Nginx(tmp_path, app.port) as nginx,
-        client(nginx.url) as http,
+        client(nginx) as http,
     ):
         answer = http.post(CALLBACK_PATH, content=PUSH, headers=headers)
     assert answer.status_code == expected
@@ -109,7 +112,7 @@ def test_an_oversize_body_is_413_at_the_proxy(
     nginx, _ = stack
     body = b"<request>" + b" " * (1024 * 1024) + b"</request>"
     content = body if send_length else iter([body[:65536], body[65536:]])
-    with client(nginx.url) as http:
+    with client(nginx) as http:
         answer = http.post(CALLBACK_PATH, content=content)
     assert answer.status_code == 413
     assert "nginx" in answer.text  # nginx's page: the app never saw it
@@ -134,7 +137,7 @@ def test_private_paths_are_not_reachable_through_the_proxy(
     stack: tuple[Nginx, LiveServer], path: str
 ) -> None:
     nginx, app = stack
-    with client(nginx.url) as http:
+    with client(nginx) as http:
         answer = http.get(path)
         assert answer.status_code == 404
         assert answer.headers["content-type"].startswith("text/html")  # nginx's, not the app's
@@ -149,16 +152,16 @@ def test_the_token_is_not_in_the_proxy_logs(
 ) -> None:
     nginx, _ = stack
     big = b"x" * (2 * 1024 * 1024)
-    with client(nginx.url) as http:
+    with client(nginx) as http:
         assert http.post(CALLBACK_PATH, content=PUSH).status_code == 200
         assert http.post(CALLBACK_PATH + "?a=1", content=b"<bad").status_code == 400
         assert http.post(CALLBACK_PATH, content=big).status_code == 413
         http.post(f"/Callbacks/TargetSMS/{TEST_TOKEN}", content=PUSH)  # not proxied: 404
-    raw_request(nginx.port, f"//callbacks/targetsms/{TEST_TOKEN}")  # slashes merged
+    raw_request(nginx, f"//callbacks/targetsms/{TEST_TOKEN}")  # slashes merged
     # Upstream down: nginx's error line would quote the request line.
     dead = tmp_path / "dead"
     dead.mkdir()
-    with Nginx(dead, free_port()) as orphan, client(orphan.url) as http:
+    with Nginx(dead, free_port()) as orphan, client(orphan) as http:
         assert http.post(CALLBACK_PATH, content=PUSH).status_code == 502
     nginx.stop()
     logged = nginx.logs() + orphan.logs()
@@ -168,9 +171,12 @@ def test_the_token_is_not_in_the_proxy_logs(
     assert TEST_TOKEN not in logged
 
 
-def raw_request(port: int, target: str) -> bytes:
-    """A request line httpx would normalise, sent as is."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def raw_request(nginx: Nginx, target: str) -> bytes:
+    """A request line httpx would normalise, sent as is (over TLS)."""
+    with (
+        socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as plain,
+        nginx.tls_context().wrap_socket(plain, server_hostname="localhost") as sock,
+    ):
         sock.sendall(
             f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(PUSH)}\r\n"
             "Connection: close\r\n\r\n".encode()
@@ -180,3 +186,84 @@ def raw_request(port: int, target: str) -> bytes:
         while chunk := sock.recv(65536):
             answer += chunk
     return answer
+
+
+# --- TLS, the redirect and ACME ----------------------------------------------------------
+
+HSTS = "max-age=63072000"
+
+
+def test_https_answers_with_hsts_and_only_modern_protocols(
+    stack: tuple[Nginx, LiveServer], engine: Engine
+) -> None:
+    nginx, _ = stack
+    with client(nginx) as http:
+        stored = http.post(CALLBACK_PATH, content=PUSH)
+        refused = http.get("/metrics")
+    assert stored.status_code == 200
+    assert stored.headers["strict-transport-security"] == HSTS
+    assert refused.status_code == 404
+    assert refused.headers["strict-transport-security"] == HSTS  # `always`: errors too
+    assert rows(engine, "SELECT count(*) FROM documents") == [(1,)]
+    assert handshake(nginx, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(nginx, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        handshake(nginx, ssl.TLSVersion.TLSv1_1)
+
+
+def test_the_tls_1_1_refusal_is_nginx_s(settings: Settings, tmp_path: Path) -> None:
+    """Negative control: with TLS 1.1 allowed in the site, this client does connect."""
+    protocols = "ssl_protocols TLSv1.2 TLSv1.3;"
+    ciphers = next(
+        line.strip()
+        for line in SITE_CONF.read_text().splitlines()
+        if line.strip().startswith("ssl_ciphers ")
+    )
+    changes = (
+        (protocols, "ssl_protocols TLSv1.1 TLSv1.2 TLSv1.3;"),
+        (ciphers, "ssl_ciphers DEFAULT:@SECLEVEL=0;"),
+    )
+    with Nginx(tmp_path, free_port(), changes) as nginx:
+        assert handshake(nginx, ssl.TLSVersion.TLSv1_1) == "TLSv1.1"
+
+
+def handshake(nginx: Nginx, version: ssl.TLSVersion) -> str | None:
+    """Connect speaking only `version`; the protocol agreed (SSLError if refused)."""
+    context = nginx.tls_context()
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = version
+    if version < ssl.TLSVersion.TLSv1_2:
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # else this OpenSSL refuses it itself
+    with (
+        socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as sock,
+    ):
+        return sock.version()
+
+
+def test_plain_http_redirects_to_https_and_passes_nothing_on(
+    stack: tuple[Nginx, LiveServer], engine: Engine
+) -> None:
+    nginx, _ = stack
+    with httpx.Client(base_url=nginx.http_url, timeout=30) as http:
+        for method, path in (("POST", CALLBACK_PATH), ("GET", "/api/v1/messages?final=true")):
+            answer = http.request(method, path, content=PUSH if method == "POST" else None)
+            assert answer.status_code == 301, (method, path)
+            assert answer.headers["location"] == f"https://127.0.0.1{path}"
+    assert rows(engine, "SELECT count(*) FROM documents") == [(0,)]
+    nginx.stop()
+    assert TEST_TOKEN not in nginx.logs()
+
+
+def test_acme_challenges_are_served_over_plain_http(stack: tuple[Nginx, LiveServer]) -> None:
+    nginx, _ = stack
+    challenges = nginx.webroot / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / "Tok3n_-abc").write_text("Tok3n_-abc.key-authorization")
+    with httpx.Client(base_url=nginx.http_url, timeout=30) as http:
+        found = http.get("/.well-known/acme-challenge/Tok3n_-abc")
+        missing = http.get("/.well-known/acme-challenge/nothing")
+    assert (found.status_code, found.text) == (200, "Tok3n_-abc.key-authorization")
+    assert found.headers["content-type"] == "text/plain"
+    assert missing.status_code == 404  # not redirected: certbot must see the 404 itself
