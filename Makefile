@@ -20,7 +20,7 @@ $(BIN)/targetsms-receiver: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(BIN)/pytest: $(BIN)/pytest pyproject.toml
+$(BIN)/pytest: $(BIN)/targetsms-receiver pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
