@@ -27,6 +27,8 @@ from app.config import Settings
 from app.db import create_db_engine
 from app.main import create_app
 from app.migrate import upgrade
+from tests import private_postgres
+from tests.private_postgres import PrivatePostgres
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -176,3 +178,16 @@ CALLBACK_PATH = f"/callbacks/targetsms/{TEST_TOKEN}"
 def rows(engine: Engine, query: str) -> list[tuple[object, ...]]:
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(text(query))]
+
+
+# --- A private PostgreSQL cluster a test may stop (api helper: outage tests of the API) ---
+
+
+@pytest.fixture
+def private_postgres_cluster() -> Iterator[PrivatePostgres]:
+    if not private_postgres.available():
+        if in_ci():
+            pytest.fail("CI=true but PostgreSQL's server binaries are not installed")
+        pytest.skip("PostgreSQL server binaries are not installed")
+    with PrivatePostgres(free_port()) as cluster:
+        yield cluster

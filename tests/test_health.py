@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,8 +15,7 @@ import pytest
 from app.config import Settings
 from app.db import WRITE_LOCK_KEY, create_db_engine
 from app.migrate import upgrade
-from tests import private_postgres
-from tests.conftest import CALLBACK_PATH, TABLES, TEST_TOKEN, free_port, in_ci, rows
+from tests.conftest import CALLBACK_PATH, TABLES, TEST_TOKEN, rows
 from tests.deploy_helpers import ServeProcess, metric
 from tests.private_postgres import PrivatePostgres
 
@@ -35,16 +34,6 @@ def wait_for(check: Callable[[], bool], timeout: float) -> float:
         assert time.monotonic() - started < timeout, "condition not reached in time"
         time.sleep(0.05)
     return time.monotonic() - started
-
-
-@pytest.fixture
-def private_postgres_cluster() -> Iterator[PrivatePostgres]:
-    if not private_postgres.available():
-        if in_ci():
-            pytest.fail("CI=true but PostgreSQL's server binaries are not installed")
-        pytest.skip("PostgreSQL server binaries are not installed")
-    with PrivatePostgres(free_port()) as cluster:
-        yield cluster
 
 
 @pytest.mark.postgres
