@@ -156,4 +156,3 @@ def test_get_root_points_to_the_documentation(client: httpx.Client) -> None:
     assert pointers["docs"] == "/docs"
     assert client.get(pointers["docs"]).status_code == 200
     assert client.get(pointers["openapi"]).json()["info"]["title"] == "targetsms-receiver"
-

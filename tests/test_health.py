@@ -138,3 +138,41 @@ def rows_of(url: str) -> list[tuple[object, ...]]:
         return rows(engine, "SELECT id_sms FROM messages")
     finally:
         engine.dispose()
+
+
+def test_sigterm_ends_an_open_long_poll_at_once(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/poll.db",
+        "CALLBACK_TOKEN": TEST_TOKEN,
+        "API_KEYS": "read-key-1",
+        "SHUTDOWN_TIMEOUT_SECONDS": "20",
+    }
+    answers: list[httpx.Response] = []
+
+    def long_poll() -> None:
+        answers.append(
+            httpx.get(
+                serve.url + "/api/v1/changes",
+                params={"wait": "30"},
+                headers={"Authorization": "Bearer read-key-1"},
+                timeout=60,
+            )
+        )
+
+    with ServeProcess(tmp_path, env) as serve:
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        time.sleep(1)  # the poll is waiting
+        assert poller.is_alive()
+        serve.terminate()
+        signalled = time.monotonic()
+        poller.join(timeout=5)
+        answered_after = time.monotonic() - signalled
+        assert serve.process is not None
+        serve.process.wait(timeout=20)
+        exited_after = time.monotonic() - signalled
+    assert answers, "the long poll got no answer"
+    assert answers[0].status_code == 200
+    assert answers[0].json()["items"] == []
+    assert answered_after < 2
+    assert exited_after < 5, serve.logs()
