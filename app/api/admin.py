@@ -24,12 +24,13 @@ from app.provider import (
     TargetSMSClient,
 )
 from app.runtime import Runtime
+from app.tokens import CALLBACK_PREFIX
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminKey])
 
 # An admin waits for the answer: one retry, not the poller's four.
 API_RETRIES = 1
-EXAMPLE_URL = "https://sms-status.example.org/callbacks/targetsms/Xy3...token"
+EXAMPLE_URL = f"https://sms-status.example.org{CALLBACK_PREFIX}Xy3...token"
 
 
 class CallbackUrlState(BaseModel):

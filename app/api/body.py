@@ -17,7 +17,7 @@ import asyncio
 
 from starlette.requests import Request
 
-RETRY_AFTER_SECONDS = "5"
+from app.api.errors import RETRY_AFTER_SECONDS
 
 
 class BodyRefused(Exception):
@@ -52,7 +52,7 @@ class BodyBudget:
         if self.held + size > self.limit:
             raise BodiesBusy(
                 "too many request bodies are being received; send again later",
-                {"Retry-After": RETRY_AFTER_SECONDS},
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         self.held += size
 

@@ -28,7 +28,7 @@ from app.logs import public_path, request_id
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 5
+RETRY_AFTER_SECONDS = 5  # after a 503: database down, or too many bodies in flight
 DATABASE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 DATABASE_UNAVAILABLE = "The database is unavailable; try again later."
 
