@@ -82,10 +82,12 @@ def test_a_stalled_callback_body_gets_408_by_the_deadline_and_nothing_is_stored(
     started = time.monotonic()
     with start_request(slow_server, CALLBACK_PATH, BODY[:20], length) as sock:
         status, raw = answer(sock)
-    waited = time.monotonic() - started
+        waited = time.monotonic() - started
+        assert sock.recv(1) == b""  # and the connection is closed: no rest is read
     assert status == 408
     assert b"application/xml" in raw
     assert b"<error>the body was not received within 1 s</error>" in raw
+    assert b"connection: close" in raw.lower()
     assert DEADLINE <= waited < DEADLINE + 2
     assert nothing_stored(engine)
 

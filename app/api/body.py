@@ -26,7 +26,9 @@ class BodyRefused(Exception):
 
     def __init__(self, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.headers = reason, headers
+        # The rest of the body may still come: close rather than read it as
+        # the next request on this connection.
+        self.reason, self.headers = reason, {"Connection": "close", **(headers or {})}
 
 
 class BodyTooLarge(BodyRefused):
