@@ -13,9 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.config import Settings
-from app.logs import CALLBACK_PREFIX
 from app.provider import TargetSMSClient
-from app.tokens import callback_path, tokens_match
+from app.tokens import CALLBACK_PREFIX, callback_path, tokens_match
 
 # One provider call may take this long per attempt; the client retries on top.
 PROVIDER_TIMEOUT = httpx.Timeout(15.0, connect=5.0)

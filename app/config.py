@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: int = Field(default=20, gt=0)
     shutdown_delay_seconds: float = Field(default=0.0, ge=0)
 
+    # Slow and stalled request bodies (issue 9, the api helper).
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_bodies_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"
     )

@@ -9,7 +9,8 @@ Every request gets an id: a well-formed incoming `X-Request-ID` (nginx sets
 one) or a new one. It is echoed in the response's `X-Request-ID` and put on
 every log line written while the request is handled. Lines are text or JSON
 (`LOG_FORMAT`); either way CR, LF and other control characters in a value are
-escaped, so a crafted path or header cannot forge a log line.
+escaped, so a crafted path or header cannot forge a log line. In the text
+format a traceback keeps its lines, each indented under its record.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CALLBACK_PREFIX = "/callbacks/targetsms/"
-CALLBACK_PATH = re.compile(r"(/callbacks/targetsms/)[^\s/?\"']+")
+from app.tokens import CALLBACK_PREFIX
+
+CALLBACK_PATH = re.compile(f"({re.escape(CALLBACK_PREFIX)})" + r"[^\s/?\"']+")
 REDACTED = r"\1<token>"
 
 access_log = logging.getLogger("app.access")
@@ -35,6 +37,8 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+TRACEBACK_HEAD = "Traceback (most recent call last):"
+INDENT = "    "
 
 
 def redact(text: str) -> str:
@@ -66,16 +70,37 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def indented(text: str) -> str:
+    """Every line of `text` indented, controls escaped: a block under its record."""
+    return "\n".join(INDENT + escape_controls(line) for line in text.splitlines())
+
+
 class TextFormatter(logging.Formatter):
+    """One record starts each unindented line; a traceback follows it, indented.
+
+    A traceback keeps its real newlines, so it reads as one. Every line of it
+    is indented, so no text inside it (an exception's message, say) can start
+    a line that looks like a record of its own.
+    """
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape_controls(record.message)
+        message = record.message.rstrip("\r\n")
+        # uvicorn logs a failed lifespan as a message holding a whole traceback.
+        if message.startswith(TRACEBACK_HEAD):
+            head, _, rest = message.partition("\n")
+            record.message = head + "\n" + indented(redact(rest))
+        else:
+            record.message = escape_controls(message)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
-        return redact(super().formatException(ei))
+        return indented(redact(super().formatException(ei)))
+
+    def formatStack(self, stack_info: str) -> str:
+        return indented(stack_info)
 
 
 class JsonFormatter(logging.Formatter):

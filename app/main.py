@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import admin, callbacks, health, read, tracking
-from app.api.errors import install_error_handlers
+from app.api import callbacks, health, root, v1
+from app.api.body import BodyBudget
+from app.api.errors import LastResort, install_error_handlers
 from app.config import Settings
 from app.db import create_db_engine
+from app.health import Health
 from app.logs import RequestLogMiddleware, configure_logging
 from app.network import trust_proxies
 from app.retention import purge_periodically
 from app.runtime import Runtime
+from app.shutdown import watch_signals
 from app.tokens import callback_token
 from app.writer import Writer
 
@@ -34,9 +37,10 @@ def create_app(settings: Settings) -> FastAPI:
         )
         writer.start()
         token = callback_token(settings, engine)
-        app.state.runtime = Runtime(settings, engine, writer, token)
-        app.state.health = health.Health(engine)
-        unwatch = app.state.health.watch_signals(settings.shutdown_delay_seconds)
+        bodies = BodyBudget(settings.max_bodies_in_flight_bytes)
+        runtime = Runtime(settings, engine, writer, token, Health(engine), bodies)
+        app.state.runtime = runtime
+        unwatch = watch_signals(runtime.health, settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
         try:
             yield
@@ -55,10 +59,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(callbacks.router)
-    app.include_router(read.router)
-    app.include_router(tracking.router)
-    app.include_router(admin.router)
+    app.include_router(v1.router)
     app.include_router(health.router)
+    app.include_router(root.router)
+    app.add_middleware(LastResort)  # inside the request log: it sees the id and the 500
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

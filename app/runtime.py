@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
+from app.api.body import BodyBudget
 from app.config import Settings
+from app.health import Health
 from app.writer import Writer
 
 
@@ -17,6 +19,8 @@ class Runtime:
     engine: Engine
     writer: Writer
     callback_token: str
+    health: Health
+    bodies: BodyBudget  # memory held by request bodies being read
 
 
 async def get_runtime(connection: HTTPConnection) -> Runtime:

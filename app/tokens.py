@@ -12,6 +12,8 @@ from app.models import InstanceSetting
 
 TOKEN_KEY = "callback_token"  # noqa: S105 (a row name, not a secret)
 TOKEN_BYTES = 32  # 256 bits, 43 URL-safe characters
+# The provider pushes to this prefix + the token; the token is the only secret in it.
+CALLBACK_PREFIX = "/callbacks/targetsms/"
 
 
 def callback_token(settings: Settings, engine: Engine) -> str:
@@ -28,7 +30,7 @@ def callback_token(settings: Settings, engine: Engine) -> str:
 
 
 def callback_path(token: str) -> str:
-    return f"/callbacks/targetsms/{token}"
+    return CALLBACK_PREFIX + token
 
 
 def tokens_match(given: str, expected: str) -> bool:

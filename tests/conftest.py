@@ -27,6 +27,8 @@ from app.config import Settings
 from app.db import create_db_engine
 from app.main import create_app
 from app.migrate import upgrade
+from tests import private_postgres
+from tests.private_postgres import PrivatePostgres
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -194,3 +196,16 @@ def installed_wheel(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory)
     from tests.deploy_helpers import install_wheel
 
     return install_wheel(built_wheel, tmp_path_factory.mktemp("wheel-venv") / "venv")
+
+
+# --- A private PostgreSQL cluster a test may stop ---
+
+
+@pytest.fixture
+def private_postgres_cluster() -> Iterator[PrivatePostgres]:
+    if not private_postgres.available():
+        if in_ci():
+            pytest.fail("CI=true but PostgreSQL's server binaries are not installed")
+        pytest.skip("PostgreSQL server binaries are not installed")
+    with PrivatePostgres(free_port()) as cluster:
+        yield cluster

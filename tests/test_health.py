@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,8 +15,7 @@ import pytest
 from app.config import Settings
 from app.db import WRITE_LOCK_KEY, create_db_engine
 from app.migrate import upgrade
-from tests import private_postgres
-from tests.conftest import CALLBACK_PATH, TABLES, TEST_TOKEN, free_port, in_ci, rows
+from tests.conftest import CALLBACK_PATH, TABLES, TEST_TOKEN, rows
 from tests.deploy_helpers import ServeProcess, metric
 from tests.private_postgres import PrivatePostgres
 
@@ -35,16 +34,6 @@ def wait_for(check: Callable[[], bool], timeout: float) -> float:
         assert time.monotonic() - started < timeout, "condition not reached in time"
         time.sleep(0.05)
     return time.monotonic() - started
-
-
-@pytest.fixture
-def private_postgres_cluster() -> Iterator[PrivatePostgres]:
-    if not private_postgres.available():
-        if in_ci():
-            pytest.fail("CI=true but PostgreSQL's server binaries are not installed")
-        pytest.skip("PostgreSQL server binaries are not installed")
-    with PrivatePostgres(free_port()) as cluster:
-        yield cluster
 
 
 @pytest.mark.postgres
@@ -149,3 +138,41 @@ def rows_of(url: str) -> list[tuple[object, ...]]:
         return rows(engine, "SELECT id_sms FROM messages")
     finally:
         engine.dispose()
+
+
+def test_sigterm_ends_an_open_long_poll_at_once(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/poll.db",
+        "CALLBACK_TOKEN": TEST_TOKEN,
+        "API_KEYS": "read-key-1",
+        "SHUTDOWN_TIMEOUT_SECONDS": "20",
+    }
+    answers: list[httpx.Response] = []
+
+    def long_poll() -> None:
+        answers.append(
+            httpx.get(
+                serve.url + "/api/v1/changes",
+                params={"wait": "30"},
+                headers={"Authorization": "Bearer read-key-1"},
+                timeout=60,
+            )
+        )
+
+    with ServeProcess(tmp_path, env) as serve:
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        time.sleep(1)  # the poll is waiting
+        assert poller.is_alive()
+        serve.terminate()
+        signalled = time.monotonic()
+        poller.join(timeout=5)
+        answered_after = time.monotonic() - signalled
+        assert serve.process is not None
+        serve.process.wait(timeout=20)
+        exited_after = time.monotonic() - signalled
+    assert answers, "the long poll got no answer"
+    assert answers[0].status_code == 200
+    assert answers[0].json()["items"] == []
+    assert answered_after < 2
+    assert exited_after < 5, serve.logs()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import CALLBACK_PATH, TEST_TOKEN
-from tests.deploy_helpers import ServeProcess
+from app.logs import TRACEBACK_HEAD, TextFormatter
+from tests.conftest import CALLBACK_PATH, TEST_TOKEN, free_port
+from tests.deploy_helpers import VENV_BIN, ServeProcess
 
 PUSH = b'<request><state id_sms="600001" time="2020-01-01 12:00:00">deliver</state></request>'
 FORGED_LINE = '{"level": "CRITICAL", "message": "forged"}'
@@ -69,3 +73,63 @@ def test_text_lines_escape_cr_and_lf(tmp_path: Path) -> None:
     assert "/nothing\\r\\n" + FORGED_LINE in logs
     assert f"[{echoed['given']}]: 127.0.0.1 POST /callbacks/targetsms/<token> 200" in logs
     assert TEST_TOKEN not in logs
+
+
+def test_a_failed_start_logs_its_traceback_as_indented_lines(tmp_path: Path) -> None:
+    # No token configured and no database to keep one in: the start fails,
+    # and uvicorn logs the traceback as the text of one record.
+    env = {
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing",
+        "DB_CONNECT_TIMEOUT_SECONDS": "2",
+        "LOG_FORMAT": "text",
+    }
+    command = ["targetsms-receiver", "serve", "--port", str(free_port())]
+    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    done = subprocess.run(
+        command, env={"PATH": path, **env}, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    logs = done.stderr + done.stdout
+    assert done.returncode != 0
+    head = next(line for line in logs.splitlines() if line.endswith(TRACEBACK_HEAD))
+    assert " ERROR uvicorn.error [-]: " in head
+    block = logs.split(head + "\n", 1)[1].splitlines()
+    assert block[0].startswith('      File "')  # the traceback's own indent, under ours
+    assert any("sqlalchemy.exc.OperationalError" in line for line in block)
+    assert "\\n  File" not in logs  # not one line with escaped newlines
+
+
+def text_record(message: str, exc: BaseException | None = None) -> str:
+    record = logging.LogRecord("app.test", logging.ERROR, __file__, 1, message, None, None)
+    record.request_id = "rid-1"
+    if exc is not None:
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+    return TextFormatter().format(record)
+
+
+def test_text_tracebacks_are_indented_so_their_text_cannot_start_a_record() -> None:
+    try:
+        raise ValueError("bad input\n2026-01-01 00:00:00,000 CRITICAL forged [-]: forged")
+    except ValueError as exc:
+        formatted = text_record("failed\r\nforged too", exc)
+    first, *rest = formatted.splitlines()
+    assert first.endswith(" ERROR app.test [rid-1]: failed\\r\\nforged too")
+    assert rest[0] == "    Traceback (most recent call last):"
+    assert rest[1].startswith('      File "')
+    assert rest[-2:] == [
+        "    ValueError: bad input",
+        "    2026-01-01 00:00:00,000 CRITICAL forged [-]: forged",
+    ]
+    assert all(line.startswith("    ") for line in rest)
+
+
+def test_a_logged_traceback_text_reads_as_a_traceback_and_keeps_the_token_out() -> None:
+    message = (
+        f'{TRACEBACK_HEAD}\n  File "x.py", line 1, in f\n'
+        f"RuntimeError: POST {CALLBACK_PATH} failed\n"
+    )
+    formatted = text_record(message)
+    assert formatted.splitlines()[1:] == [
+        '      File "x.py", line 1, in f',
+        "    RuntimeError: POST /callbacks/targetsms/<token> failed",
+    ]
+    assert TEST_TOKEN not in formatted

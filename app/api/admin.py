@@ -8,28 +8,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import callback_url
 from app.api.auth import AdminKey
-from app.api.errors import ApiError, ErrorBody
+from app.api.deps import RuntimeDep
+from app.api.errors import COMMON_ERRORS, ApiError, openapi_error
 from app.provider import (
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
     TargetSMSClient,
 )
-from app.runtime import Runtime, get_runtime
+from app.runtime import Runtime
+from app.tokens import CALLBACK_PREFIX
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminKey])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminKey])
 
 # An admin waits for the answer: one retry, not the poller's four.
 API_RETRIES = 1
-EXAMPLE_URL = "https://sms-status.example.org/callbacks/targetsms/Xy3...token"
+EXAMPLE_URL = f"https://sms-status.example.org{CALLBACK_PREFIX}Xy3...token"
 
 
 class CallbackUrlState(BaseModel):
@@ -61,37 +62,30 @@ class CallbackUrlUpdate(BaseModel):
     )
 
 
-def _error(description: str, error: str, detail: str) -> dict[str, Any]:
-    return {
-        "model": ErrorBody,
-        "description": description,
-        "content": {"application/json": {"example": {"error": error, "detail": detail}}},
-    }
-
-
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _error("No API key, or a wrong one.", "unauthorized", "The API key is not valid."),
-    403: _error("A read key: this needs one from ADMIN_API_KEYS.", "forbidden", "..."),
-    422: _error(
+    401: openapi_error("No API key, or a wrong one.", "unauthorized", "The API key is not valid."),
+    403: openapi_error("A read key: this needs one from ADMIN_API_KEYS.", "forbidden", "..."),
+    422: openapi_error(
         "The URL is refused (not https, not our callback path and token); "
         "codes callback_url_not_https, callback_url_wrong_path, callback_url_invalid.",
         "callback_url_not_https",
         "The URL must be https://host/... (pass force to allow).",
     ),
-    502: _error(
+    502: openapi_error(
         "The provider refused the request (provider_rejected, with its sentence), answered "
         "something unreadable (provider_error), or reports another URL after the set "
         "(callback_url_not_confirmed).",
         "provider_rejected",
         "Неправильный логин или пароль",
     ),
-    503: _error(
+    503: openapi_error(
         "TARGETSMS_LOGIN/TARGETSMS_PASSWORD (provider_not_configured) or, for a PUT without "
         "a URL, PUBLIC_URL (public_url_not_configured) is not set.",
         "provider_not_configured",
         "Set TARGETSMS_LOGIN and TARGETSMS_PASSWORD.",
     ),
-    504: _error("The provider did not answer.", "provider_unavailable", "..."),
+    504: openapi_error("The provider did not answer.", "provider_unavailable", "..."),
+    500: COMMON_ERRORS[500],
 }
 
 

@@ -13,12 +13,12 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from app.api.deps import RuntimeDep
 from app.api.errors import ApiError
-from app.runtime import Runtime, get_runtime
+from app.runtime import Runtime
 
 bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS or ADMIN_API_KEYS.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

@@ -6,17 +6,19 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app import metrics
+from app.api.body import BodyRefused, read_body
+from app.api.deps import RuntimeDep
 from app.config import Settings
 from app.ingest import Submission
 from app.network import allowed
 from app.protocol import DocumentError, ParsedDocument, ack_document, error_document, parse_document
-from app.runtime import Runtime, get_runtime
-from app.tokens import tokens_match
+from app.runtime import Runtime
+from app.tokens import CALLBACK_PREFIX, tokens_match
 from app.writer import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,14 +28,9 @@ XML = "application/xml; charset=utf-8"
 # Parsing a large document takes milliseconds: do it off the event loop.
 PARSE_IN_THREAD_BYTES = 64 * 1024
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TokenPath = Annotated[
     str, Path(description="The secret callback token (see `targetsms-receiver callback-path`).")
 ]
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 CALLBACK_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -44,13 +41,17 @@ CALLBACK_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"description": "Malformed, hostile or empty document; nothing stored."},
     403: {"description": "Client outside `CALLBACK_ALLOWED_NETWORKS`; nothing stored."},
     404: {"description": "Wrong token; nothing stored."},
+    408: {"description": "Body not complete within `BODY_READ_TIMEOUT_SECONDS`; nothing stored."},
     413: {"description": "Body larger than `MAX_BODY_BYTES`; nothing stored."},
-    503: {"description": "The database could not commit; no id acknowledged, send again."},
+    503: {
+        "description": "The database could not commit, or bodies being received already hold "
+        "`MAX_BODIES_IN_FLIGHT_BYTES` (with `Retry-After`); no id acknowledged, send again."
+    },
 }
 
 
 @router.post(
-    "/callbacks/targetsms/{token}",
+    CALLBACK_PREFIX + "{token}",
     summary="Receive a TargetSMS status push",
     response_class=Response,
     responses=CALLBACK_RESPONSES,
@@ -67,9 +68,11 @@ async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeD
     if not tokens_match(token, runtime.callback_token) and not _previous_token(token, settings):
         return _xml(404, error_document("not found"))
     try:
-        body = await read_body(request, settings.max_body_bytes)
-    except BodyTooLarge:
-        return _xml(413, error_document(f"body larger than {settings.max_body_bytes} bytes"))
+        body = await read_body(
+            request, settings.max_body_bytes, settings.body_read_timeout_seconds, runtime.bodies
+        )
+    except BodyRefused as exc:
+        return _xml(exc.status, error_document(exc.reason), exc.headers)
     except ClientDisconnect:
         # Nothing was read whole, so nothing is stored; the sender retries.
         return _xml(400, error_document("the client went away before the body was complete"))
@@ -111,20 +114,6 @@ def _previous_token(token: str, settings: Settings) -> bool:
     return matched
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes whether or not Content-Length was sent."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _parse(body: bytes, runtime: Runtime) -> ParsedDocument:
     settings = runtime.settings
     if len(body) < PARSE_IN_THREAD_BYTES:
@@ -142,6 +131,6 @@ async def _keep_rejected(runtime: Runtime, received: Submission, error: str) -> 
         log.warning("a rejected document could not be kept for audit")
 
 
-def _xml(status: int, content: bytes) -> Response:
+def _xml(status: int, content: bytes, headers: dict[str, str] | None = None) -> Response:
     metrics.CALLBACK_REQUESTS.labels(status).inc()
-    return Response(content=content, status_code=status, media_type=XML)
+    return Response(content=content, status_code=status, media_type=XML, headers=headers)

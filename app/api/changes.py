@@ -8,28 +8,28 @@ visible in the order they were drawn (see the README, "The change feed").
 
 `wait` long-polls without holding a thread: the handler sleeps on the event
 loop until this process's writer commits, and re-reads every half second
-for commits made by other processes.
+for commits made by other processes. A SIGTERM ends the wait at once: the
+poll answers with what it has (often nothing new) and the shutdown goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import Engine, select
 from starlette.concurrency import run_in_threadpool
 
 from app.api import cursors
 from app.api.auth import ReadKey
-from app.api.schemas import ChangePage, error_responses
+from app.api.deps import RuntimeDep
+from app.api.errors import error_responses
+from app.api.schemas import ChangePage
 from app.models import Event
-from app.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["changes"], dependencies=[ReadKey])
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_WAIT_SECONDS = 30
 RECHECK_SECONDS = 0.5
@@ -72,16 +72,26 @@ async def list_changes(
     position = cursors.decode(cursors.CHANGES, after) if after is not None else 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    stopping = runtime.health.stopping
     while True:
         committed = runtime.writer.commit_signal()  # before reading: see writer
         items = await run_in_threadpool(read_changes, runtime.engine, position, limit)
         remaining = deadline - loop.time()
-        if items or remaining <= 0 or await request.is_disconnected():
+        if items or remaining <= 0 or stopping.is_set() or await request.is_disconnected():
             break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(committed.wait(), min(RECHECK_SECONDS, remaining))
+        await _first_of(committed, stopping, min(RECHECK_SECONDS, remaining))
     next_cursor = items[-1]["cursor"] if items else cursors.encode(cursors.CHANGES, position)
     return {"items": items, "next_cursor": next_cursor}
+
+
+async def _first_of(one: asyncio.Event, other: asyncio.Event, timeout: float) -> None:
+    """Until either event is set, or `timeout` seconds (a shutdown ends a long poll)."""
+    waiters = [asyncio.ensure_future(one.wait()), asyncio.ensure_future(other.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def read_changes(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import Connection, select
 
 from app.api import cursors
 from app.api.auth import ReadKey
-from app.api.errors import ApiError
+from app.api.deps import RuntimeDep
+from app.api.errors import ApiError, error_responses
 from app.api.params import StatusName, UtcDatetime, in_range
-from app.api.schemas import Message, MessagePage, error_responses
+from app.api.schemas import Message, MessagePage
 from app.models import Event as EventRow
 from app.models import Message as MessageRow
-from app.runtime import Runtime, get_runtime
 
 router = APIRouter(prefix="/messages", tags=["messages"], dependencies=[ReadKey])
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 IdSms = Annotated[str, Path(pattern=r"^[0-9]{1,19}$", description="The provider's message id.")]
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 

@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import cursors
-from app.api.errors import ErrorBody
 
 EVENT_EXAMPLE: dict[str, Any] = {
     "id": 41,
@@ -177,25 +176,3 @@ class Stats(BaseModel):
             }
         }
     )
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the errors an endpoint can answer."""
-    descriptions = {
-        401: "No API key, a wrong one, or none configured.",
-        404: "No such message.",
-        422: "A parameter is invalid (including a tampered cursor).",
-    }
-    examples = {
-        401: {"error": "unauthorized", "detail": "Send 'Authorization: Bearer <key>'."},
-        404: {"error": "not_found", "detail": "No message with id_sms '12345'."},
-        422: {"error": "invalid_cursor", "detail": "The cursor is not one this API handed out."},
-    }
-    return {
-        status: {
-            "model": ErrorBody,
-            "description": descriptions[status],
-            "content": {"application/json": {"example": examples[status]}},
-        }
-        for status in statuses
-    }

@@ -5,18 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from app.api.auth import ReadKey
+from app.api.deps import RuntimeDep
+from app.api.errors import error_responses
 from app.api.params import UtcDatetime, in_range
-from app.api.schemas import Stats, error_responses
+from app.api.schemas import Stats
 from app.models import Document, Event, Message
-from app.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["stats"], dependencies=[ReadKey])
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TRACKED = "tracked"  # the key for messages with no status yet
 
 

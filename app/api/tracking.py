@@ -5,20 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import ReadKey
-from app.api.callbacks import BodyTooLarge, read_body
-from app.api.errors import ApiError, ErrorBody
+from app.api.body import BodyRefused, read_body
+from app.api.deps import RuntimeDep
+from app.api.errors import ApiError, error_responses, openapi_error
 from app.protocol import DocumentError
-from app.runtime import Runtime, get_runtime
 from app.tracking import SendAnswer, SendAnswerError, Sent, Tracked, parse_send_answer, track
 
-router = APIRouter(prefix="/api/v1", tags=["tracking"], dependencies=[ReadKey])
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+router = APIRouter(tags=["tracking"], dependencies=[ReadKey])
 
 IdSms = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]
 SEND_ANSWER_EXAMPLE = (
@@ -63,22 +62,15 @@ class TrackResult(BaseModel):
     )
 
 
-def _error(description: str, example: dict[str, str]) -> dict[str, Any]:
-    return {
-        "model": ErrorBody,
-        "description": description,
-        "content": {"application/json": {"example": example}},
-    }
-
-
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Nothing new: every id was already known (or all entries failed)."},
     201: {"model": TrackResult, "description": "At least one id was recorded now."},
-    401: _error("No API key, or a wrong one.", {"error": "unauthorized", "detail": "..."}),
-    413: _error("Body over `MAX_BODY_BYTES`.", {"error": "body_too_large", "detail": "..."}),
-    422: _error(
+    **error_responses(401),
+    413: openapi_error("Body over `MAX_BODY_BYTES`.", "body_too_large", "..."),
+    422: openapi_error(
         "Invalid ids, an unreadable send answer, or the provider's `<error>` answer.",
-        {"error": "invalid_ids", "detail": "ids.0: String should match pattern ..."},
+        "invalid_ids",
+        "ids.0: String should match pattern ...",
     ),
 }
 OPENAPI_BODY = {
@@ -111,11 +103,11 @@ async def track_messages(request: Request, runtime: RuntimeDep) -> JSONResponse:
     again is listed under `already_known`. Any API key may call this."""
     settings = runtime.settings
     try:
-        body = await read_body(request, settings.max_body_bytes)
-    except BodyTooLarge:
-        raise ApiError(
-            413, "body_too_large", f"Body larger than {settings.max_body_bytes} bytes."
-        ) from None
+        body = await read_body(
+            request, settings.max_body_bytes, settings.body_read_timeout_seconds, runtime.bodies
+        )
+    except BodyRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.reason, exc.headers) from None
     answer = _read(body, request.headers.get("content-type", ""), settings.max_states_per_document)
     now = datetime.now(UTC)
     result = await run_in_threadpool(track, runtime.engine, answer.sent, now)
