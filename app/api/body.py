@@ -26,9 +26,7 @@ class BodyRefused(Exception):
 
     def __init__(self, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
-        # The rest of the body may still come: close rather than read it as
-        # the next request on this connection.
-        self.reason, self.headers = reason, {"Connection": "close", **(headers or {})}
+        self.reason, self.headers = reason, headers
 
 
 class BodyTooLarge(BodyRefused):
@@ -37,6 +35,12 @@ class BodyTooLarge(BodyRefused):
 
 class BodyTimeout(BodyRefused):
     status, code = 408, "body_timeout"
+
+    def __init__(self, reason: str) -> None:
+        # The sender has stalled: end the connection (RFC 9110, 408). The
+        # others keep it: closing on a sender still sending its body resets
+        # the connection before it reads the answer; uvicorn drops the rest.
+        super().__init__(reason, {"Connection": "close"})
 
 
 class BodiesBusy(BodyRefused):
