@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, Table, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,8 +50,8 @@ from app.bulk import one_of
 from app.config import Settings
 from app.db import write_transaction
 from app.ingest import Submission, store_batch
-from app.models import STATUS_LENGTH, TIME_RAW_LENGTH, Message
-from app.protocol import IncomingState, parse_time
+from app.models import Message
+from app.protocol import IncomingState, build_state
 from app.provider import (
     AccountBlocked,
     AuthenticationFailed,
@@ -214,10 +215,10 @@ class Poller:
         return conn.execute(statement).rowcount
 
     def _store(self, ids: Sequence[str], polled: Sequence[PolledState]) -> int:
-        asked = set(ids)
+        asked, zone = set(ids), self.settings.zone
         states = [
             state
-            for state in (_incoming(p, self.settings) for p in polled if p.id_sms in asked)
+            for state in (incoming_state(p, zone) for p in polled if p.id_sms in asked)
             if state is not None
         ]
         if not states:
@@ -254,16 +255,13 @@ def _claim_due(
     return claimed
 
 
-def _incoming(polled: PolledState, settings: Settings) -> IncomingState | None:
-    status = polled.status
-    if len(status) > STATUS_LENGTH or not status.isprintable():
-        return None
-    time_raw = polled.time_raw[:TIME_RAW_LENGTH]
-    return IncomingState(
-        id_sms=polled.id_sms,
-        status=status,
-        time_raw=time_raw,
-        status_at=parse_time(time_raw, settings.zone),
+def incoming_state(polled: PolledState, zone: ZoneInfo) -> IncomingState | None:
+    """A polled state as the store takes it (the rules callbacks follow)."""
+    return build_state(
+        polled.id_sms,
+        polled.status,
+        polled.time_raw,
+        zone,
         num_parts=polled.num_parts,
         price=polled.price,
     )

@@ -34,7 +34,8 @@ PROVIDER_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
-DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+XML_DECLARATION = re.compile(rb"<\?xml[ \t\r\n]")
+DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*(["'])([A-Za-z0-9._-]*)\1""")
 ALLOWED_DECLARED = {"utf-8": "utf-8", "utf8": "utf-8", "windows-1251": "cp1251", "cp1251": "cp1251"}
 
 ACK_HEADER = '<?xml version="1.0" encoding="utf-8" ?>\n'
@@ -61,7 +62,7 @@ class IncomingState:
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
     states: list[IncomingState]
-    skipped: int  # <state> elements without a valid id or status
+    skipped: int  # <state> elements not stored: see `build_state`, and element content
 
 
 def is_final(status: str | None) -> bool:
@@ -78,13 +79,27 @@ def check_encoding(body: bytes) -> None:
         # expat would guess UTF-16 from the zero bytes; only a BOM may say so.
         raise DocumentError("UTF-16 without a byte order mark")
     head = body[len(UTF8_BOM) :] if body.startswith(UTF8_BOM) else body
-    match = DECLARED_ENCODING.match(head[:200].lstrip())
-    if match is None:
+    declaration = _declaration(head.lstrip())
+    if declaration is None or b"encoding" not in declaration:
         return
-    declared = match.group(1).decode("ascii").lower()
+    match = DECLARED_ENCODING.search(declaration)
+    if match is None:
+        raise DocumentError("unreadable encoding declaration")
+    declared = match.group(2).decode("ascii").lower()
     allowed = ALLOWED_DECLARED.get(declared)
     if allowed is None or (allowed != "utf-8" and head is not body):
         raise DocumentError(f"unsupported encoding {declared!r}: use UTF-8, UTF-16 or windows-1251")
+
+
+def _declaration(head: bytes) -> bytes | None:
+    """The XML declaration whole, however long: expat reads it to its `?>`
+    (padding before `encoding=` once hid a refused encoding from a fixed window)."""
+    if not XML_DECLARATION.match(head):
+        return None
+    end = head.find(b"?>")
+    if end < 0:
+        raise DocumentError("malformed XML: the XML declaration never ends")
+    return head[:end]
 
 
 def parse_document(body: bytes, zone: ZoneInfo, max_states: int) -> ParsedDocument:
@@ -127,7 +142,9 @@ def _parse(body: bytes, zone: ZoneInfo, max_states: int) -> ParsedDocument:
         if depth == 1 and element.tag == "state":
             if len(states) + skipped >= max_states:
                 raise DocumentError(f"more than {max_states} states in one document")
-            state = read_state(element.attrib, element.text, zone)
+            # Element content (`del<b>x</b>iver`) would leave only the text
+            # before the child as the status: such a state is not stored.
+            state = None if len(element) else read_state(element.attrib, element.text, zone)
             if state is None:
                 skipped += 1
             else:
@@ -137,32 +154,53 @@ def _parse(body: bytes, zone: ZoneInfo, max_states: int) -> ParsedDocument:
 
 
 def read_state(attrib: dict[str, str], text: str | None, zone: ZoneInfo) -> IncomingState | None:
-    """One `<state>`; None when it has no usable id or status."""
-    id_sms = attrib.get("id_sms", "")
+    """One callback `<state>` (its attributes and text); None when it cannot be stored."""
     status = (text or "").strip()
-    if not ID_SMS.fullmatch(id_sms) or not _valid_status(status):
+    return build_state(attrib.get("id_sms", ""), status, attrib.get("time", "").strip(), zone)
+
+
+def build_state(
+    id_sms: str,
+    status: str,
+    time_raw: str,
+    zone: ZoneInfo,
+    *,
+    num_parts: int | None = None,
+    price: str | None = None,
+) -> IncomingState | None:
+    """A state as callbacks and polls bring it; None when it has no usable id or
+    status, or a time longer than TIME_RAW_LENGTH (kept whole or not at all)."""
+    if not ID_SMS.fullmatch(id_sms) or not valid_status(status):
         return None
-    time_raw = attrib.get("time", "").strip()[:TIME_RAW_LENGTH]
+    if len(time_raw) > TIME_RAW_LENGTH:
+        return None
     return IncomingState(
-        id_sms=id_sms, status=status, time_raw=time_raw, status_at=parse_time(time_raw, zone)
+        id_sms=id_sms,
+        status=status,
+        time_raw=time_raw,
+        status_at=parse_time(time_raw, zone),
+        num_parts=num_parts,
+        price=price,
     )
 
 
-def _valid_status(status: str) -> bool:
-    # Unknown statuses are kept (the platform also has `read`), so anything
-    # short and printable counts; empty or control characters do not.
+def valid_status(status: str) -> bool:
+    """A status we store: unknown ones are kept (the platform also has `read`),
+    so anything short and printable counts; empty or control characters do not."""
     return 0 < len(status) <= STATUS_LENGTH and status.isprintable()
 
 
 def parse_time(raw: str, zone: ZoneInfo) -> datetime | None:
-    """The provider's wall-clock string in `zone`, as UTC; None if unreadable."""
+    """The provider's wall-clock string in `zone`, as UTC; None if it cannot be
+    read, or has no UTC equivalent (year 1 or 9999 pushed past the ends of
+    `datetime` by the zone's offset)."""
     if not PROVIDER_TIME.fullmatch(raw):
         return None
     try:
         local = datetime.strptime(raw, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
+        return local.replace(tzinfo=zone).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def ack_document(ids: list[str]) -> bytes:
