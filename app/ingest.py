@@ -7,7 +7,9 @@ Rules for a message's current status:
 - otherwise a final status replaces a non-final one, any other status (an
   unknown one, such as `read`) replaces `send`, and between two states of the
   same rank the later provider time wins: a late or out-of-order state never
-  moves a message backwards.
+  moves a message backwards;
+- a final status ends polling's give-up: `given_up_at` is cleared (the
+  message is not "given up" and final at once; `last_given_up_at` keeps it).
 
 Each (id_sms, status, time) is stored once. `store_batch` runs inside
 `db.write_transaction`, so nothing else writes while it reads what is already
@@ -63,6 +65,7 @@ class Current:
     conflict: bool = False
     num_parts: int | None = None
     price: str | None = None
+    given_up_at: datetime | None = None
     exists: bool = True
     touched: bool = False
 
@@ -105,6 +108,8 @@ def apply_state(current: Current, state: IncomingState, source: str) -> bool:
         current.status_at = state.status_at
         current.status_time_raw = state.time_raw
         current.source = source
+    if current.final:
+        current.given_up_at = None  # polling gave up too early; `last_given_up_at` keeps it
     return False
 
 
@@ -205,6 +210,7 @@ def _load_messages(conn: Connection, ids: Collection[str]) -> dict[str, Current]
         Message.conflict,
         Message.num_parts,
         Message.price,
+        Message.given_up_at,
     )
     query = select(Message.id_sms, *columns).where(one_of(MESSAGES.c.id_sms, ids, conn))
     return {
@@ -216,6 +222,7 @@ def _load_messages(conn: Connection, ids: Collection[str]) -> dict[str, Current]
             conflict=row.conflict,
             num_parts=row.num_parts,
             price=row.price,
+            given_up_at=row.given_up_at,
         )
         for row in conn.execute(query)
     }
@@ -278,4 +285,5 @@ def _message_values(current: Current) -> Row:
         "source": current.source,
         "num_parts": current.num_parts,
         "price": current.price,
+        "given_up_at": current.given_up_at,
     }

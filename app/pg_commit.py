@@ -33,7 +33,8 @@ DOCUMENTS = cast(Table, Document.__table__)
 
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 LOAD_MESSAGES = (
-    "SELECT id_sms, status, status_at, status_time_raw, source, conflict, num_parts, price "
+    "SELECT id_sms, status, status_at, status_time_raw, source, conflict, num_parts, price, "
+    "given_up_at "
     "FROM messages WHERE id_sms = ANY(%b::varchar[])"
 )
 LOAD_KEYS = "SELECT id_sms, status, time_raw FROM events WHERE id_sms = ANY(%b::varchar[])"

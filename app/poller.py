@@ -210,7 +210,7 @@ class Poller:
                 MESSAGES.c.given_up_at.is_(None),
                 MESSAGES.c.first_seen_at < oldest,
             )
-            .values(given_up_at=now)
+            .values(given_up_at=now, last_given_up_at=now)
         )
         return conn.execute(statement).rowcount
 

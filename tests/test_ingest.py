@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from app.db import write_transaction
 from app.ingest import Current, Submission, apply_state, store_batch
@@ -111,3 +111,19 @@ def test_stored_times_compare_as_times(engine: Engine) -> None:
         stored_at = conn.execute(select(Message.updated_at)).scalar_one()
     assert [row.id_sms for row in found] == ["5"]
     assert stored_at == now
+
+
+def test_a_final_status_clears_given_up_but_not_its_history(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    with write_transaction(engine) as conn:
+        store_batch(conn, [Submission([state("send", id_sms="9")], "poll", now)], now)
+        conn.execute(
+            update(Message).values(given_up_at=now, last_given_up_at=now)  # as the poller does
+        )
+    with write_transaction(engine) as conn:
+        store_batch(conn, [Submission([state("read", 5, "9")], "poll", now)], now)
+    assert rows(engine, "SELECT given_up_at IS NOT NULL FROM messages") == [(True,)]
+    with write_transaction(engine) as conn:
+        store_batch(conn, [Submission([state("deliver", 9, "9")], "callback", now)], now)
+    query = "SELECT final, given_up_at IS NULL, last_given_up_at IS NOT NULL FROM messages"
+    assert rows(engine, query) == [(True, True, True)]
