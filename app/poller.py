@@ -7,7 +7,7 @@ batches of POLL_BATCH_SIZE. For each batch it
    due (no new state and no poll for POLL_AFTER_SECONDS) and sets their
    `last_polled_at` to now;
 2. asks state.php about those ids, holding no lock;
-3. stores the answers through `ingest.store_batch`, the path callbacks take
+3. stores the answers through `store.store_states`, the path callbacks take
    (source "poll"), in one transaction: a batch is stored whole or not at all.
 
 **Several pollers.** The claim runs under `db.write_transaction`, the
@@ -46,10 +46,8 @@ from sqlalchemy import Connection, Engine, Table, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
-from app.bulk import one_of
 from app.config import Settings
 from app.db import write_transaction
-from app.ingest import Submission, store_batch
 from app.models import Message
 from app.protocol import IncomingState, build_state
 from app.provider import (
@@ -61,6 +59,7 @@ from app.provider import (
     ProviderUnavailable,
     TargetSMSClient,
 )
+from app.store import one_of, store_states
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +222,7 @@ class Poller:
         ]
         if not states:
             return 0
-        now = self.clock()
-        with write_transaction(self.engine) as conn:
-            (outcome,) = store_batch(conn, [Submission(states, "poll", now)], now)
-        return outcome.stored
+        return store_states(self.engine, states, "poll", self.clock()).stored
 
 
 def _claim_due(

@@ -13,14 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import ReadKey
 from app.api.callbacks import BodyTooLarge, read_body
 from app.api.errors import ApiError, ErrorBody
-from app.protocol import DocumentError
+from app.protocol import ID_SMS_ANCHORED, DocumentError
 from app.runtime import Runtime, get_runtime
 from app.tracking import SendAnswer, SendAnswerError, Sent, Tracked, parse_send_answer, track
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"], dependencies=[ReadKey])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
-IdSms = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]
+IdSms = Annotated[str, StringConstraints(pattern=ID_SMS_ANCHORED)]
 SEND_ANSWER_EXAMPLE = (
     '<?xml version="1.0" encoding="utf-8"?>\n<response>\n'
     '<information number_sms="1" id_sms="12345" parts="2">send</information>\n'
