@@ -156,5 +156,5 @@ async def _keep_rejected(runtime: Runtime, rejected: Submission) -> None:
 
 
 def _xml(status: int, content: bytes) -> Response:
-    metrics.CALLBACK_REQUESTS.labels(status).inc()
+    metrics.record_answer(status)
     return Response(content=content, status_code=status, media_type=XML)
