@@ -24,9 +24,10 @@ columns and the (id_sms, status, time) keys already seen), lets
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
@@ -300,10 +301,29 @@ def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -
 
 def _tuples(conn: Connection, table: Table, rows: Sequence[Row], names: list[str]) -> list[Any]:
     """The rows as driver parameters, each value through its column type's bind
-    processor: what SQLAlchemy's executemany does, without its per-row work."""
+    processor: what SQLAlchemy's executemany does, without its per-row work.
+    A batch's rows share most of their times (received, updated, the provider's
+    time of a whole document), so each distinct value is converted once."""
+    pairs = [
+        (name, None if process is None else _once_per_value(process))
+        for name, process in zip(names, _processors(table, tuple(names), conn.dialect), strict=True)
+    ]
+    return [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows]
+
+
+@lru_cache(maxsize=64)
+def _processors(table: Table, names: tuple[str, ...], dialect: Dialect) -> list[Any]:
     # dialect_impl: a TypeDecorator's own bind_processor stops at its generic
     # impl, and sqlite3 would then store datetimes in another text format.
-    types = [table.c[name].type.dialect_impl(conn.dialect) for name in names]
-    processors = [column_type.bind_processor(conn.dialect) for column_type in types]
-    pairs = list(zip(names, processors, strict=True))
-    return [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows]
+    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+
+
+def _once_per_value(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    converted: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        if value not in converted:
+            converted[value] = process(value)
+        return converted[value]
+
+    return convert
