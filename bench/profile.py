@@ -67,11 +67,12 @@ def main() -> None:
         with Server(command, env, args.out / f"profile-{tag}.log") as server:
             wrk(server.url, args.states, 2, 9 * 10**15, 32)  # warm-up
             raw = args.out / f"profile-{tag}.txt"
-            record = subprocess.Popen(
-                [spy, "record", "--native", "--format", "raw",
-                 "-d", str(args.seconds - 2), "-o", str(raw), "--pid", str(server.process.pid)],
-                stdout=subprocess.DEVNULL, stderr=open(args.out / f"py-spy-{tag}.log", "w"),
-            )  # fmt: skip
+            with open(args.out / f"py-spy-{tag}.log", "w") as errors:
+                record = subprocess.Popen(
+                    [spy, "record", "--native", "--format", "raw", "-d", str(args.seconds - 2),
+                     "-o", str(raw), "--pid", str(server.process.pid)],
+                    stdout=subprocess.DEVNULL, stderr=errors,
+                )  # fmt: skip
             result = wrk(server.url, args.states, args.seconds, 8 * 10**15, 32)
             record.wait()
             if record.returncode != 0:
