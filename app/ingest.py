@@ -7,29 +7,27 @@ Rules for a message's current status:
 - otherwise a final status replaces a non-final one, any other status (an
   unknown one, such as `read`) replaces `send`, and between two states of the
   same rank the later provider time wins: a late or out-of-order state never
-  moves a message backwards.
+  moves a message backwards;
+- a final status ends polling's give-up: `given_up_at` is cleared (the
+  message is not "given up" and final at once; `last_given_up_at` keeps it).
 
-Each (id_sms, status, time) is stored once. `store_batch` runs inside
-`db.write_transaction`, so nothing else writes while it reads what is already
-stored: deciding what is new is a plain lookup, with no race to lose.
+Each (id_sms, status, time) is stored once. Pure: `plan_batch` decides what a
+batch writes from what is stored, with no database; `store` loads, writes and
+commits under the database-wide write lock, so deciding what is new is a plain
+lookup, with no race to lose.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select
-
-from app.bulk import Row, insert_rows, one_of, update_rows
-from app.models import Document, Event, Message
 from app.protocol import IncomingState, is_final, unique_ids
 
 Key = tuple[str, str, str]
-MESSAGES = cast(Table, Message.__table__)
-EVENTS = cast(Table, Event.__table__)
+Row = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -63,12 +61,23 @@ class Current:
     conflict: bool = False
     num_parts: int | None = None
     price: str | None = None
+    given_up_at: datetime | None = None
     exists: bool = True
     touched: bool = False
 
     @property
     def final(self) -> bool:
         return is_final(self.status)
+
+
+# The `messages` columns a batch reads and writes back: Current's stored fields,
+# declared once; the store's SELECT and each Current are built from it.
+STORED = tuple(f.name for f in fields(Current) if f.name not in {"exists", "touched"})
+
+
+def stored_current(values: Sequence[Any]) -> Current:
+    """A Current from one loaded row's values, in STORED order."""
+    return Current(**dict(zip(STORED, values, strict=True)))
 
 
 def supersedes(state: IncomingState, current: Current) -> bool:
@@ -105,6 +114,8 @@ def apply_state(current: Current, state: IncomingState, source: str) -> bool:
         current.status_at = state.status_at
         current.status_time_raw = state.time_raw
         current.source = source
+    if current.final:
+        current.given_up_at = None  # polling gave up too early; `last_given_up_at` keeps it
     return False
 
 
@@ -150,19 +161,6 @@ def plan_batch(
     )
 
 
-def store_batch(
-    conn: Connection, submissions: Sequence[Submission], now: datetime
-) -> list[Outcome]:
-    """Store every submission's states; the caller commits, then acknowledges."""
-    ids = batch_ids(submissions)
-    plan = plan_batch(_load_messages(conn, ids), _stored_keys(conn, ids), submissions, now)
-    document_ids = _insert_documents(conn, plan.documents)
-    insert_rows(conn, MESSAGES, plan.new_messages)
-    update_rows(conn, MESSAGES, "id_sms", plan.changed_messages)
-    insert_rows(conn, EVENTS, plan.event_rows(document_ids))
-    return plan.outcomes
-
-
 def _plan_submission(
     messages: dict[str, Current], sub: Submission, seen: set[Key]
 ) -> tuple[Outcome, list[Row]]:
@@ -196,38 +194,6 @@ def _event_row(state: IncomingState, sub: Submission, conflict: bool) -> Row:
     }
 
 
-def _load_messages(conn: Connection, ids: Collection[str]) -> dict[str, Current]:
-    columns = (
-        Message.status,
-        Message.status_at,
-        Message.status_time_raw,
-        Message.source,
-        Message.conflict,
-        Message.num_parts,
-        Message.price,
-    )
-    query = select(Message.id_sms, *columns).where(one_of(MESSAGES.c.id_sms, ids, conn))
-    return {
-        row.id_sms: Current(
-            status=row.status,
-            status_at=row.status_at,
-            status_time_raw=row.status_time_raw,
-            source=row.source,
-            conflict=row.conflict,
-            num_parts=row.num_parts,
-            price=row.price,
-        )
-        for row in conn.execute(query)
-    }
-
-
-def _stored_keys(conn: Connection, ids: Collection[str]) -> set[Key]:
-    query = select(Event.id_sms, Event.status, Event.time_raw).where(
-        one_of(EVENTS.c.id_sms, ids, conn)
-    )
-    return {(row.id_sms, row.status, row.time_raw) for row in conn.execute(query)}
-
-
 def _document_row(sub: Submission, outcome: Outcome) -> Row | None:
     if sub.body is None:
         return None
@@ -241,16 +207,6 @@ def _document_row(sub: Submission, outcome: Outcome) -> Row | None:
         "state_count": len(sub.states),
         "duplicate_count": outcome.duplicates,
     }
-
-
-def _insert_documents(conn: Connection, documents: list[Row | None]) -> list[int | None]:
-    """Insert the documents; the id of each (None where there is none)."""
-    kept = [row for row in documents if row is not None]
-    if not kept:
-        return [None] * len(documents)
-    statement = insert(Document).returning(Document.id, sort_by_parameter_order=True)
-    new_ids = iter(conn.execute(statement, kept).scalars().all())
-    return [None if row is None else next(new_ids) for row in documents]
 
 
 def _message_rows(messages: dict[str, Current], now: datetime) -> tuple[list[Row], list[Row]]:
@@ -269,13 +225,4 @@ def _message_rows(messages: dict[str, Current], now: datetime) -> tuple[list[Row
 
 
 def _message_values(current: Current) -> Row:
-    return {
-        "status": current.status,
-        "final": current.final,
-        "conflict": current.conflict,
-        "status_at": current.status_at,
-        "status_time_raw": current.status_time_raw,
-        "source": current.source,
-        "num_parts": current.num_parts,
-        "price": current.price,
-    }
+    return {name: getattr(current, name) for name in STORED} | {"final": current.final}

@@ -15,11 +15,12 @@ format a traceback keeps its lines, each indented under its record.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -149,6 +150,33 @@ def public_path(path: str) -> str:
     return path
 
 
+# A random prefix per process and a counter: unique like a uuid4 (which took
+# 1.3% of a 1-state callback), for the price of an integer increment. A forked
+# child draws its own prefix.
+class _RequestIds:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = ""
+        self.counter = itertools.count(1)
+
+    def new(self) -> str:
+        if not self.prefix:
+            self.prefix = os.urandom(8).hex()
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_request_ids = _RequestIds()
+
+
+def _new_request_id() -> str:
+    return _request_ids.new()
+
+
+os.register_at_fork(after_in_child=_request_ids.reset)
+
+
 def _incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name == b"x-request-id":
@@ -168,7 +196,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_request_id(scope["headers"]) or uuid.uuid4().hex
+        rid = _incoming_request_id(scope["headers"]) or _new_request_id()
         # Not reset afterwards: uvicorn's own error line for this request comes
         # later in the same task, and each request runs in a task of its own.
         request_id.set(rid)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -90,10 +91,26 @@ _REJECTED = CALLBACK_STATES.labels("rejected")
 
 def record_states(*, stored: int, duplicates: int, conflicts: int, acked: int) -> None:
     """Count one committed callback; `stored` includes the conflicts, as `Outcome` does."""
-    _STORED.inc(stored - conflicts)
-    _DUPLICATE.inc(duplicates)
-    _CONFLICT.inc(conflicts)
+    # Each inc takes a lock (and in multiprocess mode writes a file): skip zeros.
+    if stored > conflicts:
+        _STORED.inc(stored - conflicts)
+    if duplicates:
+        _DUPLICATE.inc(duplicates)
+    if conflicts:
+        _CONFLICT.inc(conflicts)
     ACKED_IDS.inc(acked)
+
+
+# issue 10 (core): the callback answer's counter child per code, looked up once
+# (`labels()` builds a key and takes a lock on every call).
+_ANSWERS: dict[int, Any] = {}
+
+
+def record_answer(code: int) -> None:
+    child = _ANSWERS.get(code)
+    if child is None:
+        child = _ANSWERS[code] = CALLBACK_REQUESTS.labels(code)
+    child.inc()
 
 
 def record_rejected_states(count: int) -> None:

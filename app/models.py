@@ -93,6 +93,9 @@ class Message(Base):
     tracked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # issue 9 item 13 (core): when polling last gave up; a final status clears
+    # `given_up_at`, this keeps that it once was given up.
+    last_given_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_messages_final_updated_at", "final", "updated_at"),

@@ -7,7 +7,7 @@ batches of POLL_BATCH_SIZE. For each batch it
    due (no new state and no poll for POLL_AFTER_SECONDS) and sets their
    `last_polled_at` to now;
 2. asks state.php about those ids, holding no lock;
-3. stores the answers through `ingest.store_batch`, the path callbacks take
+3. stores the answers through `store.store_states`, the path callbacks take
    (source "poll"), in one transaction: a batch is stored whole or not at all.
 
 **Several pollers.** The claim runs under `db.write_transaction`, the
@@ -40,17 +40,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, Table, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
-from app.bulk import one_of
 from app.config import Settings
 from app.db import write_transaction
-from app.ingest import Submission, store_batch
-from app.models import STATUS_LENGTH, TIME_RAW_LENGTH, Message
-from app.protocol import IncomingState, parse_time
+from app.models import Message
+from app.protocol import IncomingState, build_state
 from app.provider import (
     AccountBlocked,
     AuthenticationFailed,
@@ -60,6 +59,7 @@ from app.provider import (
     ProviderUnavailable,
     TargetSMSClient,
 )
+from app.store import one_of, store_states
 
 log = logging.getLogger(__name__)
 
@@ -209,23 +209,20 @@ class Poller:
                 MESSAGES.c.given_up_at.is_(None),
                 MESSAGES.c.first_seen_at < oldest,
             )
-            .values(given_up_at=now)
+            .values(given_up_at=now, last_given_up_at=now)
         )
         return conn.execute(statement).rowcount
 
     def _store(self, ids: Sequence[str], polled: Sequence[PolledState]) -> int:
-        asked = set(ids)
+        asked, zone = set(ids), self.settings.zone
         states = [
             state
-            for state in (_incoming(p, self.settings) for p in polled if p.id_sms in asked)
+            for state in (incoming_state(p, zone) for p in polled if p.id_sms in asked)
             if state is not None
         ]
         if not states:
             return 0
-        now = self.clock()
-        with write_transaction(self.engine) as conn:
-            (outcome,) = store_batch(conn, [Submission(states, "poll", now)], now)
-        return outcome.stored
+        return store_states(self.engine, states, "poll", self.clock()).stored
 
 
 def _claim_due(
@@ -254,16 +251,13 @@ def _claim_due(
     return claimed
 
 
-def _incoming(polled: PolledState, settings: Settings) -> IncomingState | None:
-    status = polled.status
-    if len(status) > STATUS_LENGTH or not status.isprintable():
-        return None
-    time_raw = polled.time_raw[:TIME_RAW_LENGTH]
-    return IncomingState(
-        id_sms=polled.id_sms,
-        status=status,
-        time_raw=time_raw,
-        status_at=parse_time(time_raw, settings.zone),
+def incoming_state(polled: PolledState, zone: ZoneInfo) -> IncomingState | None:
+    """A polled state as the store takes it (the rules callbacks follow)."""
+    return build_state(
+        polled.id_sms,
+        polled.status,
+        polled.time_raw,
+        zone,
         num_parts=polled.num_parts,
         price=polled.price,
     )

@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
 
 import httpx
-from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from pydantic import SecretBytes, SecretStr
 from tenacity import (
@@ -35,6 +34,8 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+
+from app.protocol import ID_SMS, XML_ERRORS
 
 __all__ = [
     "ID_SMS",
@@ -54,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger("app.provider")
 
-ID_SMS = re.compile(r"[0-9]{1,19}")
 _NUM_PARTS = re.compile(r"[0-9]{1,9}")
 _PRICE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 # Characters XML 1.0 cannot carry at all, escaped or not.
@@ -146,7 +146,7 @@ def xml_value(value: str) -> str:
 def _parse(endpoint: str, content: bytes) -> Element:
     try:
         root: Element = fromstring(content, forbid_dtd=True)
-    except (ParseError, ValueError, LookupError, UnicodeError, DefusedXmlException) as exc:
+    except XML_ERRORS as exc:
         failure = type(exc).__name__
     else:
         return root

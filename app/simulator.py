@@ -42,12 +42,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
-from xml.etree.ElementTree import Element, ParseError, SubElement, tostring
+from xml.etree.ElementTree import Element, SubElement, tostring
 from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
-from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -56,7 +55,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app.provider import ID_SMS
+from app.protocol import ID_SMS, XML_ERRORS
 
 logger = logging.getLogger("app.simulator")
 
@@ -66,7 +65,6 @@ NO_POST_DATA = "POST данные отсутствуют"
 MALFORMED = "Неправильный формат XML документа"
 BAD_CREDENTIALS = "Неправильный логин или пароль"
 _PROLOG = '<?xml version="1.0" encoding="utf-8"?>'
-_XML_ERRORS = (ParseError, ValueError, LookupError, UnicodeError, DefusedXmlException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +309,7 @@ def acked_ids(content: bytes) -> frozenset[str]:
     """The ids in a `<response><id_sms>..</id_sms></response>` answer; none if unreadable."""
     try:
         root: Element = fromstring(content, forbid_dtd=True)
-    except _XML_ERRORS:
+    except XML_ERRORS:
         return frozenset()
     if root.tag != "response":
         return frozenset()
@@ -380,7 +378,7 @@ async def _provider_request(request: Request) -> Element:
         raise _Refused(NO_POST_DATA)
     try:
         root: Element = fromstring(body, forbid_dtd=True)
-    except _XML_ERRORS:
+    except XML_ERRORS:
         raise _Refused(MALFORMED) from None
     if root.tag != "request":
         raise _Refused(MALFORMED)

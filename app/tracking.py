@@ -20,10 +20,10 @@ from xml.etree.ElementTree import Element
 from defusedxml.ElementTree import fromstring
 from sqlalchemy import Connection, Engine, Integer, Table, bindparam, func, select, update
 
-from app.bulk import insert_rows, one_of
 from app.db import write_transaction
 from app.models import Message, UTCDateTime
 from app.protocol import ID_SMS, DocumentError, reading
+from app.store import insert_rows, one_of
 
 MESSAGES = cast(Table, Message.__table__)
 _PARTS = re.compile(r"[0-9]{1,9}")

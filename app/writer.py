@@ -18,20 +18,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-import psycopg
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, IntegrityError
 
-from app import pg_commit
-from app.db import write_transaction
-from app.ingest import Outcome, Submission, store_batch
+from app import store
+from app.ingest import Outcome, Submission
 from app.metrics import COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
-
-# Errors caused by one submission's data rather than by the database: retry the
-# batch's submissions one by one so that one bad document cannot fail the rest.
-DATA_ERRORS = (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError)
 
 
 class StorageUnavailable(Exception):
@@ -106,7 +99,9 @@ class Writer:
         try:
             outcomes = await loop.run_in_executor(self._thread, self._commit, submissions)
         except Exception as exc:
-            if len(batch) > 1 and isinstance(exc, DATA_ERRORS):
+            # One submission's data, not the database: retry them one by one
+            # so that one bad document cannot fail the rest.
+            if len(batch) > 1 and isinstance(exc, store.DataRefused):
                 for single in batch:
                     await self._flush([single])
                 return
@@ -119,24 +114,8 @@ class Writer:
             _resolve(future, result=outcome)
 
     def _commit(self, submissions: list[Submission]) -> list[Outcome]:
-        now = datetime.now(UTC)
         with COMMIT_SECONDS.time():
-            if self._engine.dialect.name == "postgresql":
-                return self._commit_pipelined(submissions, now)
-            with write_transaction(self._engine) as conn:
-                return store_batch(conn, submissions, now)
-
-    def _commit_pipelined(self, submissions: list[Submission], now: datetime) -> list[Outcome]:
-        with self._engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            assert isinstance(raw, psycopg.Connection)
-            try:
-                return pg_commit.commit_batch(raw, conn.dialect, submissions, now)
-            except psycopg.OperationalError:
-                # The writer's engine does not ping on checkout (a round trip
-                # per batch); a connection that broke is dropped here instead.
-                conn.invalidate()
-                raise
+            return store.commit(self._engine, submissions, datetime.now(UTC))
 
 
 def _resolve(

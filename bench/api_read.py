@@ -4,7 +4,7 @@ fast a consumer can follow the change feed from the start.
     .venv/bin/python bench/api_read.py [--messages 100000] [--url postgresql://postgres@127.0.0.1/postgres]
 
 Creates a database of its own on that server (dropped afterwards), fills it
-through `store_batch` (each message: `send`, then a final status; 1 in 50 also
+through `store.store_batch` (each message: `send`, then a final status; 1 in 50 also
 a conflicting second final), starts the service under uvicorn in its own
 process, and times requests from one client connection.
 """
@@ -28,9 +28,10 @@ import psycopg
 
 from app.config import Settings
 from app.db import create_db_engine, write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.migrate import upgrade
 from app.protocol import IncomingState
+from app.store import store_batch
 
 KEY = "bench-read-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

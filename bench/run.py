@@ -723,10 +723,19 @@ def main() -> None:
         json.dumps([record.__dict__ for record in bench.records], indent=1, default=str)
     )
     text = markdown(report, started, (load_before, _loadavg()), argv)
-    options.results.write_text(text)
+    options.results.write_text(text + _kept(options.results))
     print()
     print(text)
     print(f"written to {options.results}")
+
+
+KEPT = "<!-- kept by bench.run -->"
+
+
+def _kept(results: Path) -> str:
+    """The hand-written part of the results file (from KEPT on), kept across runs."""
+    old = results.read_text() if results.exists() else ""
+    return "\n" + old[old.index(KEPT) :] if KEPT in old else ""
 
 
 def _loadavg() -> str:

@@ -10,9 +10,10 @@ from sqlalchemy import Engine, insert
 
 from app.config import Settings
 from app.db import write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.models import Message
 from app.protocol import IncomingState, parse_time
+from app.store import store_batch
 from tests.conftest import CALLBACK_PATH
 
 READ = {"Authorization": "Bearer read-key-2"}

@@ -16,9 +16,10 @@ from sqlalchemy import Engine, insert
 from app.api.cursors import CHANGES, encode
 from app.config import Settings
 from app.db import create_db_engine, write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.models import Event
 from app.protocol import IncomingState
+from app.store import store_batch
 from tests.api_helpers import READ, doc, get, push, store
 from tests.conftest import CALLBACK_PATH, TABLES, TEST_TOKEN, LiveServer, rows
 

@@ -7,7 +7,8 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, text
 from app.config import Settings
 from app.retention import purge_documents
 from tests.conftest import CALLBACK_PATH, TEST_TOKEN, LiveServer, rows
+from tests.deploy_helpers import metric
 
 DIGEST_PUSH = b"""<?xml version="1.0" encoding="utf-8"?>
 <request>
@@ -312,3 +314,101 @@ def test_a_client_gone_mid_body_is_no_server_error(
     assert "POST /callbacks/targetsms/<token> 400" in caplog.text
     assert "Exception in ASGI application" not in caplog.text
     assert stored_states(engine) == []
+
+
+# Issue 9, item 1: one time without a UTC equivalent once failed the whole document.
+UNREPRESENTABLE = doc(
+    ("1", "deliver", "0001-01-01 00:00:00"), ("2", "deliver", "2026-11-20 12:00:00")
+)
+
+
+def test_a_time_without_a_utc_equivalent_is_stored_as_unknown(
+    client: httpx.Client, engine: Engine
+) -> None:
+    assert acked(client.post(CALLBACK_PATH, content=UNREPRESENTABLE)) == ["1", "2"]
+    query = "SELECT id_sms, status_time_raw, status_at IS NULL FROM messages ORDER BY id_sms"
+    assert rows(engine, query) == [
+        ("1", "0001-01-01 00:00:00", True),
+        ("2", "2026-11-20 12:00:00", False),
+    ]
+
+
+class _BrokenZone(tzinfo):
+    """A zone whose every conversion fails with what no caller expects."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("zone data unusable")
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("zone data unusable")
+
+
+class _SettingsWithBrokenZone(Settings):
+    @property
+    def zone(self) -> ZoneInfo:
+        return _BrokenZone()  # type: ignore[return-value]
+
+
+def test_an_unexpected_failure_is_a_kept_503_never_a_bare_500(
+    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    broken = _SettingsWithBrokenZone(**settings.model_dump())
+    with LiveServer(broken) as live, httpx.Client(base_url=live.url, timeout=30) as http:
+        before = metric(http.get("/metrics").text, "targetsms_callback_requests_total", code="503")
+        response = http.post(CALLBACK_PATH, content=UNREPRESENTABLE)
+        after = metric(http.get("/metrics").text, "targetsms_callback_requests_total", code="503")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/xml; charset=utf-8"
+    assert "<id_sms>" not in response.text
+    assert after == before + 1
+    assert stored_states(engine) == []
+    (kept,) = rows(engine, "SELECT outcome, error, body, acked_ids FROM documents")
+    assert kept[0] == "rejected" and "internal error (RuntimeError)" in str(kept[1])
+    assert bytes(kept[2]) == UNREPRESENTABLE and kept[3] == ""  # type: ignore[arg-type]
+    failures = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(failures) == 1 and "RuntimeError" in failures[0].getMessage()
+    server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    assert TEST_TOKEN not in "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in server_side)
+
+
+# Issue 9, item 3: the declaration is read whole, however it is padded.
+@pytest.mark.parametrize(
+    "encoding", ["koi8-r", "iso-8859-5", "cp866", "cp1252", "us-ascii", "utf-16"]
+)
+def test_a_padded_refused_encoding_is_400(
+    client: httpx.Client, engine: Engine, encoding: str
+) -> None:
+    body = f'<?xml version="1.0"{" " * 250}encoding="{encoding}"?>'.encode() + doc(
+        ("1", "deliver", "")
+    )
+    response = client.post(CALLBACK_PATH, content=body)
+    assert response.status_code == 400
+    assert "unsupported encoding" in response.text
+    assert stored_states(engine) == []
+
+
+# Issue 9, item 4: element content inside <state> is skipped, never cut short.
+def test_a_state_with_element_content_is_skipped_and_counted(
+    client: httpx.Client, engine: Engine
+) -> None:
+    before = metric(
+        client.get("/metrics").text, "targetsms_callback_states_total", outcome="rejected"
+    )
+    body = (
+        b'<request><state id_sms="1" time="">del<b>x</b>iver</state>'
+        b'<state id_sms="2" time="">deliver</state></request>'
+    )
+    assert acked(client.post(CALLBACK_PATH, content=body)) == ["2"]
+    after = metric(
+        client.get("/metrics").text, "targetsms_callback_states_total", outcome="rejected"
+    )
+    assert after == before + 1
+    assert stored_states(engine) == [("2", "deliver", "")]
+
+
+def test_an_over_long_time_is_skipped_never_truncated(client: httpx.Client, engine: Engine) -> None:
+    first, second = "2026-11-20 12:00:00" + "x" * 60, "2026-11-20 12:00:00" + "y" * 60
+    body = doc(("1", "read", first), ("1", "read", second), ("2", "read", "z" * 64))
+    assert acked(client.post(CALLBACK_PATH, content=body)) == ["2"]
+    assert stored_states(engine) == [("2", "read", "z" * 64)]

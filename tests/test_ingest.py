@@ -1,17 +1,14 @@
-"""The status rules, and `store_batch` on both databases."""
+"""The status rules and the batch plan: pure, no database."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
 
-from app.db import write_transaction
-from app.ingest import Current, Submission, apply_state, store_batch
+from app.ingest import STORED, Current, Submission, apply_state, plan_batch, stored_current
 from app.models import Message
 from app.protocol import IncomingState
-from tests.conftest import rows
 
 T0 = datetime(2020, 1, 1, 9, 0, tzinfo=UTC)
 
@@ -58,56 +55,31 @@ def test_poll_details_are_kept_even_on_a_final_message() -> None:
     assert (current.num_parts, current.price, current.source) == (3, "1.15", "callback")
 
 
-def test_store_batch_dedupes_across_submissions_of_one_batch(engine: Engine) -> None:
-    now = datetime.now(UTC)
-    first = Submission([state("send", id_sms="7"), state("deliver", 2, "7")], "callback", now, b"a")
-    second = Submission([state("deliver", 2, "7"), state("send", id_sms="8")], "poll", now)
-    with write_transaction(engine) as conn:
-        outcomes = store_batch(conn, [first, second], now)
-    assert [(o.acked_ids, o.stored, o.duplicates) for o in outcomes] == [
-        (["7"], 2, 0),
-        (["7", "8"], 1, 1),
+def test_plan_batch_decides_every_row_without_a_database() -> None:
+    now = T0 + timedelta(hours=1)
+    stored = {"1": stored_current(["send", None, "", "callback", False, None, None, now])}
+    seen = {("1", "send", "")}
+    first = Submission([state("send"), state("deliver", 2)], "callback", now, b"doc")
+    second = Submission([state("deliver", 2), state("read", 1, "2")], "poll", now)
+    plan = plan_batch(stored, seen, [first, second], now)
+    assert [(o.acked_ids, o.stored, o.duplicates) for o in plan.outcomes] == [
+        (["1"], 1, 1),
+        (["1", "2"], 1, 1),
     ]
-    assert rows(engine, "SELECT id_sms, status, source FROM messages ORDER BY id_sms") == [
-        ("7", "deliver", "callback"),
-        ("8", "send", "poll"),
+    assert [row is not None for row in plan.documents] == [True, False]
+    assert [(r["id_sms"], r["status"]) for r in plan.changed_messages] == [("1", "deliver")]
+    assert plan.changed_messages[0]["given_up_at"] is None
+    assert [(r["id_sms"], r["status"], r["first_seen_at"]) for r in plan.new_messages] == [
+        ("2", "read", now)
     ]
-    assert rows(engine, "SELECT count(*) FROM documents") == [(1,)]
-    doc_ids = rows(engine, "SELECT DISTINCT document_id FROM events ORDER BY document_id")
-    assert len(doc_ids) == 2 and (None,) in doc_ids  # the poll's state has no document
+    events = plan.event_rows([7, None])
+    assert [(e["id_sms"], e["status"], e["document_id"]) for e in events] == [
+        ("1", "deliver", 7),
+        ("2", "read", None),
+    ]
 
 
-def test_a_batch_updates_known_messages_and_inserts_new_ones(engine: Engine) -> None:
-    now = datetime.now(UTC)
-    with write_transaction(engine) as conn:
-        store_batch(
-            conn,
-            [Submission([state("send", id_sms=str(n)) for n in range(50)], "callback", now)],
-            now,
-        )
-    later = now + timedelta(seconds=5)
-    final = [state("deliver", 1, str(n)) for n in range(0, 60, 2)]
-    with write_transaction(engine) as conn:
-        store_batch(conn, [Submission(final, "callback", later)], later)
-    statuses = dict(rows(engine, "SELECT id_sms, status FROM messages"))
-    assert len(statuses) == 55  # 0..49, then 50..58 step 2 are new
-    assert all(statuses[str(n)] == ("deliver" if n % 2 == 0 else "send") for n in range(50))
-    assert all(statuses[str(n)] == "deliver" for n in range(50, 60, 2))
-    assert rows(engine, "SELECT count(*) FROM messages WHERE updated_at > first_seen_at") == [(25,)]
-
-
-def test_stored_times_compare_as_times(engine: Engine) -> None:
-    """A range on a timestamp written by a batch finds it (on SQLite the text
-    format must be SQLAlchemy's own, or comparisons go wrong)."""
-    now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-    with write_transaction(engine) as conn:
-        store_batch(conn, [Submission([state("send", id_sms="5")], "callback", now)], now)
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(Message.id_sms).where(
-                Message.updated_at >= now, Message.updated_at < now + timedelta(seconds=1)
-            )
-        ).all()
-        stored_at = conn.execute(select(Message.updated_at)).scalar_one()
-    assert [row.id_sms for row in found] == ["5"]
-    assert stored_at == now
+def test_the_loaded_columns_are_the_stored_fields_of_current() -> None:
+    assert set(STORED) <= set(Message.__table__.c.keys())
+    assert "exists" not in STORED and "touched" not in STORED
+    assert stored_current(list(range(len(STORED)))).price == STORED.index("price")

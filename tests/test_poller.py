@@ -23,7 +23,8 @@ from app.poller import CredentialsRefused, PassResult, Poller, backoff_seconds
 from app.provider import TargetSMSClient
 from app.simulator import SimulatorServer, SimulatorState
 from app.tracking import Sent, track
-from tests.conftest import rows
+from tests.api_helpers import READ, doc
+from tests.conftest import CALLBACK_PATH, LiveServer, rows
 from tests.sim_helpers import CLI, LOGIN, PASSWORD, environment, run_cli, with_provider
 
 
@@ -263,3 +264,17 @@ def test_the_poll_command_runs_once_or_until_sigterm(
     assert any("SIGTERM: stopping" in line for line in lines), lines
     assert status_of(engine, ids[1]) == "deliver"
     assert not any(PASSWORD in line for line in lines)
+
+
+def test_a_final_status_after_giving_up_clears_given_up_and_history_keeps_it(
+    poll_settings: Settings, engine: Engine, sim: SimulatorServer
+) -> None:
+    (late,) = tracked(engine, sim, 1)
+    assert run_pass(poll_settings, engine, at=later(hours=72.5)).given_up == 1
+    with LiveServer(poll_settings) as live, httpx.Client(base_url=live.url) as http:
+        answer = http.post(CALLBACK_PATH, content=doc((late, "deliver", "2026-11-20 12:00:00")))
+        assert answer.status_code == 200 and f"<id_sms>{late}</id_sms>" in answer.text
+        shown = http.get(f"/api/v1/messages/{late}", headers=READ).json()
+    assert (shown["final"], shown["given_up"], shown["given_up_at"]) == (True, False, None)
+    found = rows(engine, "SELECT given_up_at IS NULL, last_given_up_at IS NOT NULL FROM messages")
+    assert found == [(True, True)]

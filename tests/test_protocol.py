@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.models import TIME_RAW_LENGTH
 from app.protocol import (
     DocumentError,
     ack_document,
@@ -206,3 +207,62 @@ def test_error_document_escapes_its_text() -> None:
         b'<?xml version="1.0" encoding="utf-8" ?>\n'
         b"<response><error>bad &lt;x&gt; &amp; co</error></response>"
     )
+
+
+REFUSED_BEHIND_PADDING = ["koi8-r", "iso-8859-5", "cp866", "cp1252", "us-ascii", "utf-16"]
+
+
+@pytest.mark.parametrize("encoding", REFUSED_BEHIND_PADDING)
+def test_the_whole_declaration_is_read_however_long(encoding: str) -> None:
+    """Padding once pushed `encoding=` past a fixed window, and the document was read."""
+    body = f'<?xml version="1.0"{" " * 250}encoding="{encoding}"?><request/>'.encode()
+    with pytest.raises(DocumentError, match="unsupported encoding"):
+        parse(body)
+
+
+def test_padded_allowed_declarations_still_parse() -> None:
+    body = f'<?xml version="1.0"{" " * 300}encoding="windows-1251"?>'.encode() + (
+        '<request><state id_sms="1" time="">отправлено</state></request>'.encode("cp1251")
+    )
+    assert parse(body) == [("1", "отправлено", "")]
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [b'<?xml version="1.0" encoding="koi8-r"', b'<?xml version="1.0" encoding="koi 8"?>'],
+    ids=["never-ends", "unreadable-name"],
+)
+def test_a_declaration_we_cannot_read_is_refused(declaration: bytes) -> None:
+    with pytest.raises(DocumentError):
+        parse(declaration + b"<request/>")
+
+
+def test_a_state_with_element_content_is_skipped_not_cut() -> None:
+    body = (
+        b'<request><state id_sms="1" time="">del<b>x</b>iver</state>'
+        b'<state id_sms="2" time="">deliver</state></request>'
+    )
+    document = parse_document(body, MOSCOW, 10)
+    assert ([s.key for s in document.states], document.skipped) == ([("2", "deliver", "")], 1)
+
+
+def test_a_time_is_kept_whole_up_to_its_bound_and_past_it_the_state_is_skipped() -> None:
+    at_bound, past = "x" * TIME_RAW_LENGTH, "x" * TIME_RAW_LENGTH + "y"
+    body = (
+        f'<request><state id_sms="1" time="{at_bound}">send</state>'
+        f'<state id_sms="2" time="{past}">send</state></request>'
+    ).encode()
+    document = parse_document(body, MOSCOW, 10)
+    assert ([s.key for s in document.states], document.skipped) == ([("1", "send", at_bound)], 1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "zone"),
+    [
+        ("0001-01-01 00:00:00", "Europe/Moscow"),  # east of UTC: before datetime.min
+        ("0001-01-01 13:59:59", "Etc/GMT-14"),
+        ("9999-12-31 23:59:59", "Etc/GMT+12"),  # west of UTC: past datetime.max
+    ],
+)
+def test_a_time_without_a_utc_equivalent_is_unknown(raw: str, zone: str) -> None:
+    assert parse_time(raw, ZoneInfo(zone)) is None

@@ -76,21 +76,30 @@ async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeD
     except ClientDisconnect:
         # Nothing was read whole, so nothing is stored; the sender retries.
         return _xml(400, error_document("the client went away before the body was complete"))
-    received = Submission(
-        states=[],
-        source="callback",
-        received_at=datetime.now(UTC),
-        body=body,
-        remote_addr=client,
-    )
+    received_at = datetime.now(UTC)
+    try:
+        return await _store(runtime, body, client, received_at)
+    except Exception as exc:
+        # A bug of ours, never the sender's: keep the document, acknowledge
+        # nothing (the provider sends it again), and say why in the log.
+        log.exception("callback failed unexpectedly (%s); answered 503", type(exc).__name__)
+        failed = Submission([], "callback", received_at, body, client, _internal_error(exc))
+        await _keep_rejected(runtime, failed)
+        return _xml(503, error_document("temporarily unable to store: internal error"))
+
+
+async def _store(
+    runtime: Runtime, body: bytes, client: str | None, received_at: datetime
+) -> Response:
     try:
         parsed = await _parse(body, runtime)
     except DocumentError as exc:
         metrics.PARSE_ERRORS.inc()
-        await _keep_rejected(runtime, received, str(exc))
+        rejected = Submission([], "callback", received_at, body, client, str(exc)[:200])
+        await _keep_rejected(runtime, rejected)
         return _xml(400, error_document(str(exc)))
-    received.states = parsed.states
     metrics.record_rejected_states(parsed.skipped)
+    received = Submission(parsed.states, "callback", received_at, body, client)
     try:
         outcome = await runtime.writer.submit(received)
     except StorageUnavailable as exc:
@@ -102,6 +111,10 @@ async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeD
         acked=len(outcome.acked_ids),
     )
     return _xml(200, ack_document(outcome.acked_ids))
+
+
+def _internal_error(exc: Exception) -> str:
+    return f"internal error ({type(exc).__name__}): answered 503, nothing acknowledged"
 
 
 def _previous_token(token: str, settings: Settings) -> bool:
@@ -123,14 +136,14 @@ async def _parse(body: bytes, runtime: Runtime) -> ParsedDocument:
     )
 
 
-async def _keep_rejected(runtime: Runtime, received: Submission, error: str) -> None:
-    received.error = error[:200]
+async def _keep_rejected(runtime: Runtime, rejected: Submission) -> None:
+    """Keep a document that stores no state, for audit; best effort."""
     try:
-        await runtime.writer.submit(received)
+        await runtime.writer.submit(rejected)
     except StorageUnavailable:
         log.warning("a rejected document could not be kept for audit")
 
 
 def _xml(status: int, content: bytes, headers: dict[str, str] | None = None) -> Response:
-    metrics.CALLBACK_REQUESTS.labels(status).inc()
+    metrics.record_answer(status)
     return Response(content=content, status_code=status, media_type=XML, headers=headers)

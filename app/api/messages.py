@@ -15,10 +15,11 @@ from app.api.params import StatusName, UtcDatetime, in_range
 from app.api.schemas import Message, MessagePage
 from app.models import Event as EventRow
 from app.models import Message as MessageRow
+from app.protocol import ID_SMS_ANCHORED
 
 router = APIRouter(prefix="/messages", tags=["messages"], dependencies=[ReadKey])
 
-IdSms = Annotated[str, Path(pattern=r"^[0-9]{1,19}$", description="The provider's message id.")]
+IdSms = Annotated[str, Path(pattern=ID_SMS_ANCHORED, description="The provider's message id.")]
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 SUMMARY_COLUMNS = (

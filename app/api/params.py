@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
 
 from app.models import STATUS_LENGTH
+from app.protocol import valid_status
 
 # pydantic would also take a bare number as a Unix time; the schema says ISO 8601.
 _ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
@@ -28,9 +29,9 @@ def _to_utc(value: datetime) -> datetime:
 
 
 def _stored_status(value: str) -> str:
-    # What a stored status can be (see protocol.read_state); also keeps NUL
-    # bytes, which PostgreSQL refuses, out of queries.
-    if not 0 < len(value) <= STATUS_LENGTH or not value.isprintable():
+    # What a stored status can be; also keeps NUL bytes, which PostgreSQL
+    # refuses, out of queries.
+    if not valid_status(value):
         raise ValueError(f"a status is 1 to {STATUS_LENGTH} printable characters")
     return value
 

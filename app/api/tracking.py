@@ -14,12 +14,12 @@ from app.api.auth import ReadKey
 from app.api.body import BodyRefused, read_body
 from app.api.deps import RuntimeDep
 from app.api.errors import ApiError, error_responses, openapi_error
-from app.protocol import DocumentError
+from app.protocol import ID_SMS_ANCHORED, DocumentError
 from app.tracking import SendAnswer, SendAnswerError, Sent, Tracked, parse_send_answer, track
 
 router = APIRouter(tags=["tracking"], dependencies=[ReadKey])
 
-IdSms = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]
+IdSms = Annotated[str, StringConstraints(pattern=ID_SMS_ANCHORED)]
 SEND_ANSWER_EXAMPLE = (
     '<?xml version="1.0" encoding="utf-8"?>\n<response>\n'
     '<information number_sms="1" id_sms="12345" parts="2">send</information>\n'

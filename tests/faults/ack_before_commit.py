@@ -26,8 +26,9 @@ from starlette.routing import Route
 
 from app.config import Settings
 from app.db import create_db_engine, write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.protocol import DocumentError, ack_document, error_document, parse_document, unique_ids
+from app.store import store_batch
 
 FLUSH_EVERY_SECONDS = 0.2
 XML = "application/xml; charset=utf-8"
