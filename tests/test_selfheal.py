@@ -265,8 +265,6 @@ def respond(request: httpx.Request, **override: str) -> httpx.Response:
         "get_state": f"<response><get_state>{EXPECTED}</get_state></response>",
         "state": "<response></response>",
         "time": TIME.format(f"{datetime.now(MOSCOW):%Y-%m-%d %H:%M:%S}"),
-            datetime.now(UTC).astimezone(ZoneInfo("Europe/Moscow")).strftime("%Y-%m-%d %H:%M:%S")
-        ),
         "balance": '<response><money currency="RUR">100</money></response>',
     }
     if endpoint in override:
