@@ -1,6 +1,6 @@
 """A local stand-in for the TargetSMS provider, for tests and for trying the flow by hand.
 
-It answers `{prefix}/get_state.php` and `{prefix}/state.php` like the real API
+It answers `{prefix}/get_state.php`, `state.php`, `time.php` and `balance.php` like the real API
 (HTTP 200 with the provider's error document when a request is refused), keeps
 message states in memory, and pushes each status change to the URL registered
 through get_state.php, 5 attempts per state, as the manual describes.
@@ -15,6 +15,8 @@ By hand:
     curl localhost:8090/sim/messages/100000
     curl -X POST localhost:8090/sim/flush                            # push what is queued now
     curl localhost:8090/sim                                          # counters
+    curl -X POST localhost:8090/sim/account -d '{"zone": "Asia/Omsk", "silent": true}'
+    curl -X POST localhost:8090/sim/callback-url -d '{"url": "https://elsewhere/"}'
 
 and point the receiver at it with TARGETSMS_API_URL=http://127.0.0.1:8090/xml/.
 
