@@ -38,7 +38,7 @@ OUR_ANSWERS = {404: "not found", 403: "forbidden"}
 
 
 async def provider(
-    client: TargetSMSClient, settings: Settings, token: str, now: datetime
+    client: TargetSMSClient, settings: Settings, token: str | None, now: datetime
 ) -> list[Finding]:
     """Credentials, then (when accepted) the callback URL, the zone and the balance."""
     try:
@@ -57,7 +57,13 @@ async def provider(
     return [*found, await zone(client, settings, now), await money(client, settings)]
 
 
-def callback_url(registered: str, settings: Settings, token: str) -> Finding:
+def callback_url(registered: str, settings: Settings, token: str | None) -> Finding:
+    if token is None:
+        return warn(
+            "callback URL",
+            "not compared: no callback token yet (CALLBACK_TOKEN unset, none stored)",
+            "run `targetsms-receiver callback-path` or start the service once",
+        )
     expected = expected_url(settings, token)
     if expected is None:
         return warn(

@@ -18,6 +18,9 @@ from sqlalchemy import Engine
 
 from app import heartbeats
 from app.config import Settings
+from app.doctor import stored_token
+from app.doctor_local import reconciliation, webhooks
+from app.doctor_remote import callback_url
 from app.migrate import alembic_config, upgrade
 from app.simulator import SimulatorServer, SimulatorState
 from app.tokens import callback_path
@@ -190,3 +193,46 @@ def test_poller_not_passing(healthy: Settings, engine: Engine) -> None:
     heartbeats.write(engine, heartbeats.POLLER_LAST_PASS, beat)
     found = assert_fails(healthy, "poller")
     assert "is `targetsms-receiver poll` running?" in found
+
+
+# --- Checks read in-process --------------------------------------------------------
+
+
+def test_without_a_token_the_url_is_not_compared_and_none_is_made(
+    settings: Settings, engine: Engine
+) -> None:
+    tokenless = changed(settings, callback_token=None, public_url=PUBLIC)
+    assert stored_token(engine, tokenless) is None
+    found = callback_url("https://x.example/y", tokenless, None)
+    assert (found.level.value, found.check) == ("WARN", "callback URL")
+    assert rows(engine, "SELECT count(*) FROM instance_settings") == [(0,)]
+
+
+@PROVIDER_SIDE
+def test_reconciliation_and_webhook_tables_are_read_when_they_exist(
+    settings: Settings, engine: Engine
+) -> None:
+    with engine.connect() as conn:
+        assert reconciliation(conn).detail == "no reconciliation has run"
+        assert webhooks(conn).level.value == "OK"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE reconciliation_reports (id INTEGER PRIMARY KEY, day TEXT, "
+            "finished_at TEXT, error TEXT)"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE webhook_subscriptions (id INTEGER PRIMARY KEY, failing_since TEXT)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO reconciliation_reports VALUES (1, '2026-11-27', '2026-11-28 01:00', "
+            "NULL), (2, '2026-11-28', '2026-11-29 01:00', 'stats.php: ReadTimeout')"
+        )
+        conn.exec_driver_sql("INSERT INTO webhook_subscriptions VALUES (1, NULL), (2, 'x')")
+    with engine.connect() as conn:
+        last = reconciliation(conn)
+        hooks = webhooks(conn)
+    assert (last.level.value, last.detail) == (
+        "WARN",
+        "the last report has an error: stats.php: ReadTimeout",
+    )
+    assert (hooks.level.value, hooks.detail) == ("WARN", "1 of 2 subscriptions failing")
