@@ -13,20 +13,19 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from app import heartbeats
 from app.config import Settings
 from app.db import create_db_engine
 from app.poller import PassResult, Poller
-from app.provider import TargetSMSClient
 from app.selfheal import SelfHeal
 from app.simulator import SimulatorServer, SimulatorState
 from app.tokens import callback_path
 from tests.conftest import TEST_TOKEN
 from tests.selfheal_helpers import callback_at, gauge, sent_at
 from tests.sim_helpers import LOGIN, PASSWORD, with_provider
+from tests.test_poller import client_for
 
 PUBLIC = "https://receiver.example"
 EXPECTED = PUBLIC + callback_path(TEST_TOKEN)
@@ -45,19 +44,6 @@ def heal_settings(settings: Settings, sim: SimulatorServer) -> Settings:
     return with_provider(settings, sim, public_url=PUBLIC)
 
 
-def client_for(api_url: str, transport: httpx.AsyncBaseTransport | None = None) -> TargetSMSClient:
-    return TargetSMSClient(
-        api_url,
-        LOGIN,
-        SecretStr(PASSWORD),
-        timeout=2.0,
-        retries=1,
-        backoff_base=0.001,
-        backoff_cap=0.002,
-        transport=transport,
-    )
-
-
 def passes(
     settings: Settings,
     engine: Engine,
@@ -71,7 +57,7 @@ def passes(
     """`count` passes of one poller (with self-healing unless `heal` is False)."""
 
     async def main() -> list[PassResult]:
-        async with client_for(settings.targetsms_api_url, transport) as client:
+        async with client_for(settings.targetsms_api_url, transport=transport) as client:
             hooks = SelfHeal(settings, engine, client, clock=clock) if heal else None
             poller = Poller(settings, engine, client, clock=clock, hooks=hooks)
             results = []
