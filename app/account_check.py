@@ -17,7 +17,6 @@ from datetime import datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
-from app import metrics
 from app.config import Settings
 from app.provider import Balance, ProviderError, TargetSMSClient, account_time, balance
 
@@ -69,6 +68,7 @@ class AccountCheck:
             "zone_offset_seconds": round(self.zone.offset.total_seconds()) if self.zone else None,
             "suggested_zone": self.zone.suggested_zone if self.zone else None,
             "balance": str(self.balance.money) if self.balance else None,
+            "sms": {s.area: s.count for s in self.balance.sms} if self.balance else None,
             "error": self.error,
         }
 
@@ -125,7 +125,6 @@ def _hours(delta: timedelta) -> str:
 
 
 def report_zone(check: ZoneCheck, settings: Settings) -> None:
-    metrics.ACCOUNT_ZONE_OFFSET.set(round(check.offset.total_seconds()))
     if check.zone_wrong:
         assert check.zone_shift is not None
         log.error(
@@ -144,9 +143,6 @@ def report_zone(check: ZoneCheck, settings: Settings) -> None:
 
 
 def report_balance(money: Balance, settings: Settings) -> None:
-    metrics.BALANCE_MONEY.set(float(money.money))
-    for left in money.sms:
-        metrics.BALANCE_SMS.labels(left.area).set(left.count)
     if money.money <= 0:
         log.error(
             "the provider account's money has run out (%s): the provider stops sending, and "

@@ -59,9 +59,7 @@ async def check_callback_url(client: TargetSMSClient, settings: Settings, token:
         log.info("callback URL check: PUBLIC_URL is not set, so there is nothing to compare")
         return UrlCheck(seen, None, None)
     if provider == expected:
-        metrics.CALLBACK_URL_MATCHES.set(1)
         return UrlCheck(seen, shown, True)
-    metrics.CALLBACK_URL_MATCHES.set(0)
     log.warning(
         "callback URL drift: the provider pushes to %r, expected %r%s",
         seen or "(none)",
@@ -89,6 +87,5 @@ async def _repair(
         log.error("callback URL repair failed: %s", reason)
         return UrlCheck(seen, shown, False, error=f"repair failed: {reason}")
     metrics.CALLBACK_URL_REPAIRS.labels("ok").inc()
-    metrics.CALLBACK_URL_MATCHES.set(1)
     log.warning("callback URL repaired: the provider now pushes to %r (read back)", shown)
     return UrlCheck(shown, shown, True, repaired=True)

@@ -4,10 +4,11 @@ Written by the background roles (the poller), read by `doctor` and the
 dashboard, so that either knows what happened in another process or replica.
 The keys and their fields (README, "Self-healing and doctor"):
 
-- "poller.last_pass": {"at", "ok", "asked", "error"}
+- "poller.last_pass": {"at", "ok", "asked", "error", "silent"}
 - "callback_url.last_check": {"at", "provider_url", "expected_url", "matches", "error"}
   (URLs with the token replaced by "<token>")
-- "account.last_check": {"at", "zone_offset_seconds", "suggested_zone", "balance", "error"}
+- "account.last_check": {"at", "zone_offset_seconds", "suggested_zone", "balance", "sms",
+  "error"} ("sms": messages the money buys, per direction)
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -36,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 
 from app.models import Document, Message
+from app.selfheal_metrics import SelfHealCollector
 
 log = logging.getLogger(__name__)
 
@@ -81,43 +81,13 @@ PROVIDER_ERRORS = Counter(
     ["kind"],
 )
 
-# --- Self-healing (issue 12): set by the poller role's checks, in its process. -----
-# "livemax": with PROMETHEUS_MULTIPROC_DIR, the value of the live process that set it.
-CALLBACKS_SILENT = Gauge(
-    "targetsms_callbacks_silent",
-    "1 while no callback has come for CALLBACK_SILENCE_MINUTES and messages younger than a "
-    "day wait for a final status; 0 otherwise.",
-    multiprocess_mode="livemax",
-)
-CALLBACK_URL_MATCHES = Gauge(
-    "targetsms_callback_url_matches",
-    "1 if the URL the provider pushes to equals PUBLIC_URL + our callback path, 0 if not "
-    "(absent until the first check).",
-    multiprocess_mode="livemax",
-)
+# --- Self-healing (issue 12): the repairs counter lives in the poller's process; the
+# self-healing gauges are read from the database at scrape time (app/selfheal_metrics.py).
 CALLBACK_URL_REPAIRS = Counter(
     "targetsms_callback_url_repairs",
     "Times CALLBACK_URL_AUTOFIX registered the expected URL again, by outcome (ok, failed).",
     ["outcome"],
 )
-ACCOUNT_ZONE_OFFSET = Gauge(
-    "targetsms_account_clock_offset_seconds",
-    "The account's clock (time.php) minus now in TARGETSMS_TIMEZONE; whole hours mean the "
-    "zone setting is wrong.",
-    multiprocess_mode="livemax",
-)
-BALANCE_MONEY = Gauge(
-    "targetsms_balance_money",
-    "Money left on the provider account (balance.php).",
-    multiprocess_mode="livemax",
-)
-BALANCE_SMS = Gauge(
-    "targetsms_balance_sms",
-    "Messages the money left buys, per direction (the provider's area name).",
-    ["area"],
-    multiprocess_mode="livemax",
-)
-
 _STORED = CALLBACK_STATES.labels("stored")
 _DUPLICATE = CALLBACK_STATES.labels("duplicate")
 _CONFLICT = CALLBACK_STATES.labels("conflict")
@@ -189,6 +159,7 @@ def render(engine: Engine) -> bytes:
         processes = generate_latest(REGISTRY)
     database = CollectorRegistry()
     database.register(DatabaseCollector(engine))
+    database.register(SelfHealCollector(engine))  # self-healing (issue 12)
     return processes + generate_latest(database)
 
 

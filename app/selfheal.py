@@ -59,6 +59,7 @@ class SelfHeal:
             "ok": result.error is None,
             "asked": result.claimed,
             "error": result.error,
+            "silent": self.silence.silent,
         }
         await self._guarded("heartbeat", self._write, heartbeats.POLLER_LAST_PASS, record)
 

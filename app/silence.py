@@ -9,7 +9,8 @@ callbacks: only documents stored with outcome "stored" count.
 
 `callback_silence` reads this from the database, so the poller, `doctor` and
 the dashboard all see the same answer. `SilenceWatch` is the poller's memory
-of it: one log line when silence starts, one when it ends, and the gauge.
+of it: one log line when silence starts, one when it ends; the poller records
+it with each pass (the gauge `targetsms_callbacks_silent` is read from there).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, select
 
-from app import metrics
 from app.config import Settings
 from app.models import Document, Message
 
@@ -57,7 +57,7 @@ def callback_silence(db: Connection | Engine, settings: Settings, now: datetime)
 
 
 class SilenceWatch:
-    """Logs the transitions only, and keeps `targetsms_callbacks_silent` current.
+    """Logs the transitions only.
 
     Silence ends when a callback arrives, not when the shorter polling has
     brought every waiting message to a final status: otherwise the alarm would
@@ -70,7 +70,6 @@ class SilenceWatch:
     def observe(self, silence: Silence, settings: Settings) -> bool:
         """Whether the poller should treat callbacks as silent now."""
         now_silent = silence.silent or (self.silent and silence.quiet)
-        metrics.CALLBACKS_SILENT.set(1 if now_silent else 0)
         if now_silent == self.silent:
             return now_silent
         self.silent = now_silent

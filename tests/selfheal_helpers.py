@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
 from app.db import write_transaction
 from app.ingest import Submission, store_batch
 from app.protocol import IncomingState
+from app.selfheal_metrics import SelfHealCollector
 from app.tracking import Sent, track
 
 
@@ -26,5 +27,13 @@ def callback_at(engine: Engine, at: datetime, id_sms: str, status: str = "delive
         store_batch(conn, [Submission([state], "callback", at, body=body)], at)
 
 
-def gauge(name: str, **labels: str) -> float | None:
+def counter(name: str, **labels: str) -> float | None:
+    """A value of this process's metrics (the poller's counters)."""
     return REGISTRY.get_sample_value(name, labels)
+
+
+def gauge(engine: Engine, name: str, **labels: str) -> float | None:
+    """A self-healing gauge as a scrape of /metrics would read it."""
+    registry = CollectorRegistry()
+    registry.register(SelfHealCollector(engine))
+    return registry.get_sample_value(name, labels)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from app import heartbeats
+from app import heartbeats, metrics
 from app.config import Settings
 from app.db import create_db_engine
 from app.poller import PassResult, Poller
@@ -23,7 +23,7 @@ from app.selfheal import SelfHeal
 from app.simulator import SimulatorServer, SimulatorState
 from app.tokens import callback_path
 from tests.conftest import TEST_TOKEN
-from tests.selfheal_helpers import callback_at, gauge, sent_at
+from tests.selfheal_helpers import callback_at, counter, gauge, sent_at
 from tests.sim_helpers import LOGIN, PASSWORD, with_provider
 from tests.test_poller import client_for
 
@@ -94,7 +94,7 @@ def test_while_silent_the_poller_polls_sooner(
     # ... but it is under POLL_AFTER_SECONDS_WHEN_SILENT (120), so statuses keep flowing.
     (result,) = passes(heal_settings, engine, clock=lambda: now)
     assert (result.claimed, result.stored) == (3, 3)
-    assert gauge("targetsms_callbacks_silent") == 1
+    assert gauge(engine, "targetsms_callbacks_silent") == 1
 
 
 # --- Heartbeats ----------------------------------------------------------------------
@@ -149,6 +149,22 @@ def test_checks_run_when_due_not_every_pass(
     )
 
 
+def test_the_gauges_are_absent_until_checked_then_served_from_the_records(
+    heal_settings: Settings, engine: Engine, sim: SimulatorServer
+) -> None:
+    names = ("targetsms_callbacks_silent", "targetsms_callback_url_matches", "targetsms_balance")
+    before = metrics.render(engine).decode()
+    assert not [name for name in names if name in before]
+    passes(heal_settings, engine)
+    after = metrics.render(engine).decode()
+    assert "targetsms_callbacks_silent 0.0" in after
+    assert "targetsms_callback_url_matches 1.0" in after
+    assert "targetsms_balance_money 10000.0" in after
+    assert 'targetsms_balance_sms{area="Россия"} 8695.0' in after
+    assert "targetsms_poller_last_pass_timestamp_seconds" in after
+    assert "targetsms_account_clock_offset_seconds" in after
+
+
 # --- Callback URL drift --------------------------------------------------------------
 
 
@@ -160,7 +176,7 @@ def test_drift_is_reported_with_the_token_redacted(
     httpx.post(sim.url + "/sim/callback-url", json={"url": other})
     passes(heal_settings, engine)
     assert sim.state.callback_url == other  # no autofix: left alone
-    assert gauge("targetsms_callback_url_matches") == 0
+    assert gauge(engine, "targetsms_callback_url_matches") == 0
     check = record(engine, heartbeats.CALLBACK_URL_LAST_CHECK)
     assert (check["provider_url"], check["matches"]) == (
         "https://old.example/callbacks/targetsms/<token>",
@@ -175,13 +191,13 @@ def test_autofix_registers_the_expected_url_and_reads_it_back(
     heal_settings: Settings, engine: Engine, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    repairs = gauge("targetsms_callback_url_repairs_total", outcome="ok") or 0
+    repairs = counter("targetsms_callback_url_repairs_total", outcome="ok") or 0
     httpx.post(sim.url + "/sim/callback-url", json={"url": ""})  # the provider lost it
     fixing = heal_settings.model_copy(update={"callback_url_autofix": True})
     passes(fixing, engine)
     assert sim.state.callback_url == EXPECTED
-    assert gauge("targetsms_callback_url_matches") == 1
-    assert gauge("targetsms_callback_url_repairs_total", outcome="ok") == repairs + 1
+    assert gauge(engine, "targetsms_callback_url_matches") == 1
+    assert counter("targetsms_callback_url_repairs_total", outcome="ok") == repairs + 1
     check = record(engine, heartbeats.CALLBACK_URL_LAST_CHECK)
     assert (check["provider_url"], check["matches"], check["error"]) == (SHOWN, True, None)
     assert "callback URL repaired" in caplog.text
@@ -194,12 +210,12 @@ def test_a_repair_that_does_not_stick_is_recorded(heal_settings: Settings, engin
         return respond(request, get_state="https://stuck.example/x")
 
     fixing = heal_settings.model_copy(update={"callback_url_autofix": True})
-    failed = gauge("targetsms_callback_url_repairs_total", outcome="failed") or 0
+    failed = counter("targetsms_callback_url_repairs_total", outcome="failed") or 0
     passes(fixing, engine, transport=httpx.MockTransport(provider))
     check = record(engine, heartbeats.CALLBACK_URL_LAST_CHECK)
     assert check["matches"] is False
     assert check["error"] == "repair failed: the provider reports a different URL after setting it"
-    assert gauge("targetsms_callback_url_repairs_total", outcome="failed") == failed + 1
+    assert counter("targetsms_callback_url_repairs_total", outcome="failed") == failed + 1
 
 
 # --- The account's zone and balance --------------------------------------------------
@@ -214,7 +230,7 @@ def test_a_wrong_zone_is_reported_loudly_with_the_right_one(
     account = record(engine, heartbeats.ACCOUNT_LAST_CHECK)
     assert account["suggested_zone"] == "Asia/Novosibirsk"
     assert abs(account["zone_offset_seconds"] - 4 * 3600) <= 5
-    offset = gauge("targetsms_account_clock_offset_seconds")
+    offset = gauge(engine, "targetsms_account_clock_offset_seconds")
     assert offset is not None and abs(offset - 4 * 3600) <= 5
     loud = [r for r in caplog.records if "TARGETSMS_TIMEZONE IS WRONG" in r.getMessage()]
     assert len(loud) == 1 and loud[0].levelname == "ERROR"
@@ -229,9 +245,9 @@ def test_balance_metrics_and_warnings(
     sim.state.account.money = Decimal("20")
     warned = heal_settings.model_copy(update={"balance_warn_below": 50})
     passes(warned, engine)
-    assert gauge("targetsms_balance_money") == 20
-    assert gauge("targetsms_balance_sms", area="Россия") == 17
-    assert gauge("targetsms_balance_sms", area="Украина") == 8
+    assert gauge(engine, "targetsms_balance_money") == 20
+    assert gauge(engine, "targetsms_balance_sms", area="Россия") == 17
+    assert gauge(engine, "targetsms_balance_sms", area="Украина") == 8
     assert "money is low: 20, below BALANCE_WARN_BELOW=50" in caplog.text
     sim.state.account.money = Decimal("0")
     passes(warned, engine)

@@ -89,8 +89,8 @@ def test_silence_then_drift_then_a_wrong_zone(
                 deliver(first)
                 assert message(engine, first)[:2] == ("deliver", "callback")
                 assert (await one_pass()).error is None
-                assert gauge("targetsms_callbacks_silent") == 0
-                assert gauge("targetsms_callback_url_matches") == 1
+                assert gauge(engine, "targetsms_callbacks_silent") == 0
+                assert gauge(engine, "targetsms_callback_url_matches") == 1
 
                 # 1. The provider goes silent; statuses keep coming by polling.
                 httpx.post(sim.url + "/sim/account", json={"silent": True})
@@ -98,7 +98,7 @@ def test_silence_then_drift_then_a_wrong_zone(
                 assert [s.id_sms for s in state.lost] == [second, third]
                 time.sleep(SILENCE_SECONDS + 0.5)
                 await one_pass()
-                assert gauge("targetsms_callbacks_silent") == 1
+                assert gauge(engine, "targetsms_callbacks_silent") == 1
                 assert message(engine, second)[:2] == ("deliver", "poll")
                 assert message(engine, third)[:2] == ("deliver", "poll")
                 await one_pass()  # still silent: no second line
@@ -109,7 +109,7 @@ def test_silence_then_drift_then_a_wrong_zone(
                 (fourth,) = send(1)
                 deliver(fourth)
                 await one_pass()
-                assert gauge("targetsms_callbacks_silent") == 0
+                assert gauge(engine, "targetsms_callbacks_silent") == 0
                 assert len(lines(caplog, "callbacks are no longer silent")) == 1
 
                 # 2. Someone registers another URL; the next check puts ours back.
