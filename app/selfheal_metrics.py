@@ -35,7 +35,7 @@ class SelfHealCollector(Collector):
                 url = heartbeats.read(conn, heartbeats.CALLBACK_URL_LAST_CHECK) or {}
                 account = heartbeats.read(conn, heartbeats.ACCOUNT_LAST_CHECK) or {}
         except Exception as exc:  # targetsms_database_up already says so
-            log.warning("metrics: the self-healing records could not be read: %s", type(exc).__name__)
+            log.warning("metrics: self-healing records unreadable: %s", type(exc).__name__)
             return
         yield from _poller(beat)
         yield from _flag(
