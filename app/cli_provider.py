@@ -30,6 +30,7 @@ from app.provider import (
     ProviderRejected,
     TargetSMSClient,
 )
+from app.selfheal import SelfHeal
 from app.tokens import callback_token
 
 log = logging.getLogger("app.poller")
@@ -93,7 +94,9 @@ async def _poll(settings: Settings, engine: Engine, client: TargetSMSClient, onc
         loop.add_signal_handler(signum, _stopping, stop, signum)
     try:
         async with client:
-            result = await MeteredPoller(settings, engine, client, stop=stop).run(once=once)
+            hooks = SelfHeal(settings, engine, client)
+            poller = MeteredPoller(settings, engine, client, stop=stop, hooks=hooks)
+            result = await poller.run(once=once)
     except CredentialsRefused as exc:
         log.error(
             "the provider refused our credentials (%s): polling stopped. "

@@ -6,6 +6,7 @@ Every field is listed in the README with its default; keep the two in step.
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -61,9 +62,17 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: int = Field(default=20, gt=0)
     shutdown_delay_seconds: float = Field(default=0.0, ge=0)
 
-    # Slow and stalled request bodies (issue 9, the api helper).
+    # Slow and stalled request bodies (issue 9).
     body_read_timeout_seconds: float = Field(default=30.0, gt=0)
     max_bodies_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    # Self-healing and `doctor` (issue 12). Minutes may be fractions (tests use seconds).
+    callback_silence_minutes: float = Field(default=30.0, gt=0)
+    poll_after_seconds_when_silent: int = Field(default=120, ge=0)
+    callback_url_check_minutes: float = Field(default=60.0, gt=0)
+    callback_url_autofix: bool = False
+    account_check_minutes: float = Field(default=60.0, gt=0)
+    balance_warn_below: Decimal | None = None
 
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 
 from app.models import Document, Message
+from app.selfheal_metrics import SelfHealCollector
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,13 @@ PROVIDER_ERRORS = Counter(
     ["kind"],
 )
 
+# --- Self-healing (issue 12): the repairs counter lives in the poller's process; the
+# self-healing gauges are read from the database at scrape time (app/selfheal_metrics.py).
+CALLBACK_URL_REPAIRS = Counter(
+    "targetsms_callback_url_repairs",
+    "Times CALLBACK_URL_AUTOFIX registered the expected URL again, by outcome (ok, failed).",
+    ["outcome"],
+)
 _STORED = CALLBACK_STATES.labels("stored")
 _DUPLICATE = CALLBACK_STATES.labels("duplicate")
 _CONFLICT = CALLBACK_STATES.labels("conflict")
@@ -170,6 +178,7 @@ def render(engine: Engine) -> bytes:
         processes = generate_latest(REGISTRY)
     database = CollectorRegistry()
     database.register(DatabaseCollector(engine))
+    database.register(SelfHealCollector(engine))  # self-healing (issue 12)
     return processes + generate_latest(database)
 
 

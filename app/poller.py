@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Protocol, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, Table, or_, select, update
@@ -81,6 +81,15 @@ class PassResult:
     error: str | None = None  # the provider error that ended the pass early
 
 
+class PassHooks(Protocol):
+    """Work around each pass of `run` (app/selfheal.py); must not raise."""
+
+    async def before_pass(self) -> int | None:
+        """POLL_AFTER_SECONDS for the coming pass; None: the setting."""
+
+    async def after_pass(self, result: PassResult) -> None: ...
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -100,22 +109,29 @@ class Poller:
         *,
         clock: Clock = utc_now,
         stop: asyncio.Event | None = None,
+        hooks: PassHooks | None = None,
     ) -> None:
         self.settings, self.engine, self.client = settings, engine, client
         self.clock = clock
         self.stop = stop if stop is not None else asyncio.Event()
+        self.hooks = hooks
+        # The settings of the pass in hand (self-healing may shorten POLL_AFTER_SECONDS).
+        self.pass_settings = settings
 
     async def run(self, *, once: bool = False) -> PassResult:
         """Passes until `stop` is set (or one, with `once`); the last pass's result."""
         await self.check_credentials()
         failures = 0
         while True:
+            await self._before_pass()
             try:
                 result = await self.run_pass()
             except SQLAlchemyError as exc:
                 # The batch in hand is rolled back; its ids are due again later.
                 log.warning("poll pass failed on the database: %s", type(exc).__name__)
                 result = PassResult(error=f"database: {type(exc).__name__}")
+            if self.hooks is not None:
+                await self.hooks.after_pass(result)
             if once or self.stop.is_set():
                 return result
             failures = failures + 1 if result.error else 0
@@ -128,6 +144,14 @@ class Poller:
                 return result
             except TimeoutError:
                 pass
+
+    async def _before_pass(self) -> None:
+        poll_after = await self.hooks.before_pass() if self.hooks is not None else None
+        self.pass_settings = (
+            self.settings
+            if poll_after is None
+            else self.settings.model_copy(update={"poll_after_seconds": poll_after})
+        )
 
     async def check_credentials(self) -> None:
         """Fail fast on refused credentials, even when nothing is due; a cheap read-only call."""
@@ -198,7 +222,7 @@ class Poller:
         now = self.clock()
         with write_transaction(self.engine) as conn:
             given_up = self._give_up(conn, now) if first else 0
-            return _claim_due(conn, self.settings, after, now), given_up
+            return _claim_due(conn, self.pass_settings, after, now), given_up
 
     def _give_up(self, conn: Connection, now: datetime) -> int:
         oldest = now - timedelta(hours=self.settings.poll_max_age_hours)

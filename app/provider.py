@@ -20,6 +20,9 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from datetime import time as dt_time
+from decimal import Decimal
 from types import TracebackType
 from typing import Self
 from xml.etree.ElementTree import Element
@@ -41,6 +44,7 @@ __all__ = [
     "ID_SMS",
     "AccountBlocked",
     "AuthenticationFailed",
+    "Balance",
     "MalformedRequest",
     "NoPostData",
     "PolledState",
@@ -48,7 +52,10 @@ __all__ = [
     "ProviderProtocolError",
     "ProviderRejected",
     "ProviderUnavailable",
+    "SmsLeft",
     "TargetSMSClient",
+    "account_time",
+    "balance",
     "rejection",
     "xml_value",
 ]
@@ -317,3 +324,68 @@ def _callback_url(root: Element) -> str:
     if element is None:
         raise ProviderProtocolError("get_state.php: answer has no <get_state>")
     return "".join(element.itertext()).strip()
+
+
+# --- The account: time.php and balance.php (selfheal) ---------------------------------
+# Module functions rather than methods, so that branches adding endpoints do not
+# collide inside the class; they use its one call path (retries, errors, no secrets).
+
+_WALL_CLOCK = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2} )?[0-9]{2}:[0-9]{2}:[0-9]{2}")
+_MONEY = re.compile(r"-?[0-9]{1,12}([.,][0-9]{1,6})?")
+_SMS_LEFT = re.compile(r"[0-9]{1,12}")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsLeft:
+    """How many messages the money buys in one direction (`area`, the provider's name)."""
+
+    area: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    money: Decimal
+    currency: str | None
+    sms: tuple[SmsLeft, ...]
+
+
+async def account_time(client: TargetSMSClient) -> datetime | dt_time:
+    """time.php: the account's local wall clock (naive); a bare time when no date is given.
+
+    The manual shows both `2012-12-17 18:34:27` and `15:34:05`.
+    """
+    root = await client._call("time.php", "")
+    element = root.find("time")
+    text = "".join(element.itertext()).strip() if element is not None else ""
+    if not _WALL_CLOCK.fullmatch(text):
+        raise ProviderProtocolError("time.php: answer has no readable <time>")
+    try:
+        if " " in text:
+            return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+        return datetime.strptime(text, "%H:%M:%S").time()
+    except ValueError:
+        raise ProviderProtocolError("time.php: <time> is not a real date and time") from None
+
+
+async def balance(client: TargetSMSClient) -> Balance:
+    """balance.php: money left, and per direction how many messages it buys."""
+    root = await client._call("balance.php", "")
+    element = root.find("money")
+    text = "".join(element.itertext()).strip() if element is not None else ""
+    if element is None or not _MONEY.fullmatch(text):
+        raise ProviderProtocolError("balance.php: answer has no readable <money>")
+    left = (_sms_left(e) for e in root.findall("sms"))
+    return Balance(
+        money=Decimal(text.replace(",", ".")),
+        currency=element.get("currency") or None,
+        sms=tuple(sms for sms in left if sms is not None),
+    )
+
+
+def _sms_left(element: Element) -> SmsLeft | None:
+    count = "".join(element.itertext()).strip()
+    area = " ".join(element.get("area", "").split())
+    if not _SMS_LEFT.fullmatch(count) or not area:
+        return None
+    return SmsLeft(area, int(count))

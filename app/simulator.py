@@ -1,6 +1,6 @@
 """A local stand-in for the TargetSMS provider, for tests and for trying the flow by hand.
 
-It answers `{prefix}/get_state.php` and `{prefix}/state.php` like the real API
+It answers `{prefix}/get_state.php`, `state.php`, `time.php` and `balance.php` like the real API
 (HTTP 200 with the provider's error document when a request is refused), keeps
 message states in memory, and pushes each status change to the URL registered
 through get_state.php, 5 attempts per state, as the manual describes.
@@ -15,6 +15,8 @@ By hand:
     curl localhost:8090/sim/messages/100000
     curl -X POST localhost:8090/sim/flush                            # push what is queued now
     curl localhost:8090/sim                                          # counters
+    curl -X POST localhost:8090/sim/account -d '{"zone": "Asia/Omsk", "silent": true}'
+    curl -X POST localhost:8090/sim/callback-url -d '{"url": "https://elsewhere/"}'
 
 and point the receiver at it with TARGETSMS_API_URL=http://127.0.0.1:8090/xml/.
 
@@ -40,10 +42,11 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
 from xml.etree.ElementTree import Element, SubElement, tostring
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import uvicorn
@@ -121,6 +124,7 @@ class SimulatorState:
         loss_rate: float = 0.0,
         seed: int | None = None,
         zone: str = "Europe/Moscow",
+        balance: str = "10000",
     ) -> None:
         self._login, self._password = login.encode(), password.encode()
         self._batch_size, self._attempts = push_batch_size, push_attempts
@@ -139,6 +143,7 @@ class SimulatorState:
         self._given_up: list[PushedState] = []
         self._lost: list[PushedState] = []
         self._state_requests: list[tuple[str, ...]] = []
+        self.account = SimAccount(Decimal(balance))  # selfheal: balance.php, silence
 
     def __repr__(self) -> str:
         return f"SimulatorState(messages={len(self._messages)}, url={self.callback_url!r})"
@@ -166,6 +171,7 @@ class SimulatorState:
                 raise ValueError(f"{id_sms} is already registered")
             message = SimMessage(id_sms, num_parts=num_parts, price=price)
             self._messages[id_sms] = message
+            self.account.spend(num_parts, price)
             return message
 
     def create(self, count: int, *, num_parts: int = 1, price: str = "1.15") -> list[str]:
@@ -256,7 +262,7 @@ class SimulatorState:
     def take_due(self, *, force: bool = False) -> tuple[str, list[list[QueuedPush]]]:
         """The callback URL and the states due for a push, in batches, marked in flight."""
         with self._cond:
-            if not self._callback_url:
+            if not self._callback_url or self.account.silent:
                 return "", []
             now = time.monotonic()
             due = [p for p in self._pending if force or p.due <= now]
@@ -285,7 +291,8 @@ class SimulatorState:
 
     def _queue(self, state: PushedState) -> None:
         dropped = self._loss_rate > 0 and self._rng.random() < self._loss_rate
-        if not self._callback_url or state.id_sms in self._lose or dropped:
+        silent = self.account.silent
+        if not self._callback_url or state.id_sms in self._lose or dropped or silent:
             self._lost.append(state)
         else:
             self._pending.append(QueuedPush(state))
@@ -293,6 +300,65 @@ class SimulatorState:
 
     def _now(self) -> str:
         return datetime.now(self._zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    # --- selfheal: the account's zone (time.php, and the times in statuses) ---------
+
+    @property
+    def zone(self) -> str:
+        with self._cond:
+            return str(self._zone)
+
+    @zone.setter
+    def zone(self, name: str) -> None:
+        """The account's zone: time.php answers its clock, new status times follow it."""
+        zone = ZoneInfo(name)  # ValueError/ZoneInfoNotFoundError for a bad name
+        with self._cond:
+            self._zone = zone
+
+    def account_time(self) -> str:
+        with self._cond:
+            return self._now()
+
+
+# --- selfheal: the account's money, and silence ------------------------------------
+
+# Price of one message part per direction, as balance.php counts them (the manual's
+# example: the same money buys half as many messages to Ukraine).
+DIRECTIONS = {"Россия": Decimal("1.15"), "Украина": Decimal("2.30")}
+
+
+class SimAccount:
+    """Money that each created message spends (parts x price), and the silence switch.
+
+    Used under SimulatorState's lock, or alone for a read; money may go below
+    zero here (the real provider would hold the messages until a top-up).
+    """
+
+    def __init__(self, money: Decimal) -> None:
+        self._lock = threading.Lock()
+        self._money = money
+        self.silent = False  # True: push nothing (states queued meanwhile are lost)
+
+    @property
+    def money(self) -> Decimal:
+        with self._lock:
+            return self._money
+
+    @money.setter
+    def money(self, value: Decimal) -> None:
+        with self._lock:
+            self._money = value
+
+    def spend(self, num_parts: int, price: str) -> None:
+        with self._lock:
+            self._money -= num_parts * Decimal(price)
+
+    def sms_left(self) -> dict[str, int]:
+        money = self.money
+        return {area: max(0, int(money // price)) for area, price in DIRECTIONS.items()}
+
+    def summary(self) -> dict[str, object]:
+        return {"money": str(self.money), "sms": self.sms_left(), "silent": self.silent}
 
 
 # --- Pushing statuses to the callback URL ---------------------------------------
@@ -417,6 +483,60 @@ async def _state_php(request: Request) -> Response:
     return _xml_response(root)
 
 
+# --- selfheal: time.php, balance.php and their switches ---------------------------
+
+
+async def _time_php(request: Request) -> Response:
+    await _provider_request(request)
+    root = Element("response")
+    SubElement(root, "time").text = _simulator(request).account_time()
+    return _xml_response(root)
+
+
+async def _balance_php(request: Request) -> Response:
+    await _provider_request(request)
+    account = _simulator(request).account
+    root = Element("response")
+    SubElement(root, "money", currency="RUR").text = str(account.money)
+    for area, count in account.sms_left().items():
+        SubElement(root, "sms", area=area).text = str(count)
+    return _xml_response(root)
+
+
+def _account_json(state: SimulatorState) -> JSONResponse:
+    return JSONResponse({"zone": state.zone} | state.account.summary())
+
+
+async def _show_account(request: Request) -> Response:
+    return _account_json(_simulator(request))
+
+
+async def _change_account(request: Request) -> Response:
+    """`{"zone": "Asia/Novosibirsk", "money": "12.50", "silent": true}`, any of them."""
+    data = await _json_object(request)
+    state = _simulator(request)
+    try:
+        zone = str(data["zone"]) if "zone" in data else None
+        money = Decimal(str(data["money"])) if "money" in data else None
+        if zone is not None:
+            state.zone = zone
+    except (ValueError, ArithmeticError, ZoneInfoNotFoundError) as exc:
+        raise HTTPException(400, f"bad zone or money: {exc}") from None
+    if money is not None:
+        state.account.money = money
+    if "silent" in data:
+        state.account.silent = bool(data["silent"])
+    return _account_json(state)
+
+
+async def _change_callback_url(request: Request) -> Response:
+    """`{"url": "..."}`: the registered URL changes behind the receiver's back (drift)."""
+    data = await _json_object(request)
+    state = _simulator(request)
+    state.callback_url = str(data.get("url", ""))
+    return JSONResponse({"callback_url": state.callback_url})
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         data = await request.json()
@@ -506,6 +626,11 @@ def create_app(
     routes = [
         Route(f"{prefix}/get_state.php", _get_state_php, methods=["POST"]),
         Route(f"{prefix}/state.php", _state_php, methods=["POST"]),
+        Route(f"{prefix}/time.php", _time_php, methods=["POST"]),
+        Route(f"{prefix}/balance.php", _balance_php, methods=["POST"]),
+        Route("/sim/account", _show_account, methods=["GET"]),
+        Route("/sim/account", _change_account, methods=["POST"]),
+        Route("/sim/callback-url", _change_callback_url, methods=["POST"]),
         Route("/sim", _summary, methods=["GET"]),
         Route("/sim/messages", _create_messages, methods=["POST"]),
         Route("/sim/messages/{id_sms}", _show_message, methods=["GET"]),
@@ -605,6 +730,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m app.simulator
     parser.add_argument("--retry-delay", type=float, default=30.0, help="seconds between pushes")
     parser.add_argument("--batch-size", type=int, default=100, help="states per push")
     parser.add_argument("--loss-rate", type=float, default=0.0, help="share of pushes dropped")
+    parser.add_argument("--zone", default="Europe/Moscow", help="the account's time zone")
+    parser.add_argument("--balance", default="10000", help="the account's money at start")
     args = parser.parse_args(argv)
     state = SimulatorState(
         args.login,
@@ -612,6 +739,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m app.simulator
         push_batch_size=args.batch_size,
         retry_delay=args.retry_delay,
         loss_rate=args.loss_rate,
+        zone=args.zone,
+        balance=args.balance,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run(create_app(state, prefix=args.prefix), host=args.host, port=args.port)
