@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import admin, callbacks, health, read, tracking
+
+# Outbound webhooks (issue 11).
+from app.api import webhooks as webhook_routes
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.db import create_db_engine
@@ -17,6 +20,7 @@ from app.network import trust_proxies
 from app.retention import purge_periodically
 from app.runtime import Runtime
 from app.tokens import callback_token
+from app.webhooks.delivery import Deliverer
 from app.writer import Writer
 
 
@@ -38,11 +42,17 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.health = health.Health(engine)
         unwatch = app.state.health.watch_signals(settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
+        # Outbound webhooks (issue 11): delivered from here unless WEBHOOK_DELIVERY=false.
+        deliverer = Deliverer(settings, engine, wake=writer.commit_signal)
+        delivering = asyncio.create_task(deliverer.run()) if settings.webhook_delivery else None
         try:
             yield
         finally:
             unwatch()
             purger.cancel()
+            if delivering is not None:
+                await deliverer.stop()
+                await delivering
             await writer.stop()
             write_engine.dispose()
             engine.dispose()
@@ -59,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tracking.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(webhook_routes.router)  # outbound webhooks (issue 11)
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

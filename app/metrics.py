@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 
 from app.models import Document, Message
+from app.webhooks.metrics import WebhookCollector
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def render(engine: Engine) -> bytes:
         processes = generate_latest(REGISTRY)
     database = CollectorRegistry()
     database.register(DatabaseCollector(engine))
+    database.register(WebhookCollector(engine))  # outbound webhooks (issue 11)
     return processes + generate_latest(database)
 
 

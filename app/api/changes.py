@@ -18,13 +18,12 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import Engine, select
 from starlette.concurrency import run_in_threadpool
 
 from app.api import cursors
 from app.api.auth import ReadKey
 from app.api.schemas import ChangePage, error_responses
-from app.models import Event
+from app.feed import read_changes
 from app.runtime import Runtime, get_runtime
 
 router = APIRouter(tags=["changes"], dependencies=[ReadKey])
@@ -33,19 +32,6 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_WAIT_SECONDS = 30
 RECHECK_SECONDS = 0.5
-
-COLUMNS = (
-    Event.id,
-    Event.id_sms,
-    Event.status,
-    Event.time_raw,
-    Event.status_at,
-    Event.source,
-    Event.conflict,
-    Event.received_at,
-    Event.num_parts,
-    Event.price,
-)
 
 
 @router.get(
@@ -82,15 +68,3 @@ async def list_changes(
             await asyncio.wait_for(committed.wait(), min(RECHECK_SECONDS, remaining))
     next_cursor = items[-1]["cursor"] if items else cursors.encode(cursors.CHANGES, position)
     return {"items": items, "next_cursor": next_cursor}
-
-
-def read_changes(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:
-    query = select(*COLUMNS).where(Event.id > after).order_by(Event.id).limit(limit)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [_change(row._mapping) for row in rows]
-
-
-def _change(row: Any) -> dict[str, Any]:
-    values = {column.key: row[column.key] for column in COLUMNS if column.key != "id"}
-    return {"cursor": cursors.encode(cursors.CHANGES, row["id"])} | values

@@ -1,0 +1,165 @@
+"""The delivery loop: finds subscriptions with something to send, and sends it.
+
+It runs in the service (started by the lifespan unless WEBHOOK_DELIVERY=false)
+and in `targetsms-receiver deliver`. It wakes when this process's writer
+commits (so a change goes out within milliseconds of its acknowledgement),
+and every WEBHOOK_POLL_INTERVAL_SECONDS for commits made by other processes
+and for retries that fell due. Each subscription it holds the lease of gets a
+task of its own that sends batch after batch, in order, until there is
+nothing left, a POST fails (the retry is scheduled and the lease given up),
+or the lease is lost. Several processes may run this loop on one database:
+the lease (app/webhooks/outbox.py) lets one at a time deliver a subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic_core
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import feed
+from app.config import Settings
+from app.webhooks import outbox
+from app.webhooks.sender import Sender
+from app.webhooks.targets import Resolver, system_resolver
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPE = "message.status"
+PURGE_EVERY_SECONDS = 3600.0
+STOP_GRACE_TIMEOUTS = 2  # on stop, in-flight POSTs get this many timeouts to finish
+
+
+def payload(batch: outbox.Batch, now: datetime) -> bytes:
+    """The body of a delivery (JSON, the exact bytes signed)."""
+    body: dict[str, Any] = {
+        "type": EVENT_TYPE,
+        "timestamp": now,
+        "data": {"changes": batch.changes, "cursor": feed.cursor(batch.last)},
+    }
+    return pydantic_core.to_json(body)
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        wake: Callable[[], asyncio.Event] | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.settings, self.engine, self.resolver = settings, engine, resolver
+        self.wake = wake
+        self.owner = new_owner()
+        self.stopping = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._purged_at = float("-inf")
+
+    async def run(self) -> None:
+        """Deliver until `stop()`."""
+        log.info("webhook delivery started")
+        while not self.stopping.is_set():
+            committed = self.wake() if self.wake is not None else None  # before reading
+            self._kick.clear()
+            try:
+                await self._start_due()
+                await self._purge_when_due()
+            except SQLAlchemyError as exc:  # the database may be down: try again later
+                log.warning("webhook delivery: the database failed: %s", type(exc).__name__)
+            await self._sleep(committed)
+
+    async def stop(self) -> None:
+        """Let in-flight POSTs finish (within two timeouts), then give the leases up."""
+        self.stopping.set()
+        tasks = list(self._tasks.values())
+        if tasks:
+            grace = STOP_GRACE_TIMEOUTS * self.settings.webhook_timeout_seconds
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _start_due(self) -> None:
+        due = await asyncio.to_thread(outbox.due, self.engine, datetime.now(UTC))
+        for subscription_id in due:
+            if subscription_id in self._tasks or self.stopping.is_set():
+                continue
+            taken = await asyncio.to_thread(
+                outbox.take_lease, self.engine, subscription_id, self.owner, self.settings
+            )
+            if taken:
+                task = asyncio.create_task(self._deliver(subscription_id))
+                self._tasks[subscription_id] = task
+                task.add_done_callback(functools.partial(self._finished, subscription_id))
+
+    def _finished(self, subscription_id: int, _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(subscription_id, None)
+        self._kick.set()
+
+    async def _sleep(self, committed: asyncio.Event | None) -> None:
+        events = [self.stopping, self._kick] + ([committed] if committed is not None else [])
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        await asyncio.wait(
+            waiters,
+            timeout=self.settings.webhook_poll_interval_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def _deliver(self, subscription_id: int) -> None:
+        try:
+            async with Sender(self.settings, self.resolver) as sender:
+                while not self.stopping.is_set():
+                    if not await self._one_batch(sender, subscription_id):
+                        return
+        except outbox.LeaseLost:
+            return
+        except SQLAlchemyError as exc:
+            log.warning("webhook %d: the database failed: %s", subscription_id, type(exc).__name__)
+        finally:
+            await self._release(subscription_id)
+
+    async def _one_batch(self, sender: Sender, subscription_id: int) -> bool:
+        """Send the next batch; True when another may follow at once."""
+        engine, owner, settings = self.engine, self.owner, self.settings
+        batch = await asyncio.to_thread(outbox.next_batch, engine, subscription_id, owner, settings)
+        if batch is None:
+            return False
+        body = payload(batch, datetime.now(UTC))
+        result = await sender.send(batch.url, batch.webhook_id, batch.secrets, body)
+        return await asyncio.to_thread(outbox.record, engine, batch, result, owner, settings)
+
+    async def _release(self, subscription_id: int) -> None:
+        try:
+            await asyncio.to_thread(outbox.release_lease, self.engine, subscription_id, self.owner)
+        except SQLAlchemyError as exc:  # it expires on its own
+            log.warning(
+                "webhook %d: releasing the lease failed: %s", subscription_id, type(exc).__name__
+            )
+
+    async def _purge_when_due(self) -> None:
+        if time.monotonic() - self._purged_at < PURGE_EVERY_SECONDS:
+            return
+        self._purged_at = time.monotonic()
+        days = self.settings.webhook_attempt_retention_days
+        deleted = await asyncio.to_thread(outbox.purge_attempts, self.engine, days)
+        if deleted:
+            log.info("purged %d webhook attempts older than %d days", deleted, days)
