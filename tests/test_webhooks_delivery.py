@@ -85,7 +85,9 @@ def test_a_tampered_body_does_not_verify(live: httpx.Client) -> None:
         wait_until(lambda: bool(receiver.acknowledged()))
     delivery = receiver.acknowledged()[0]
     with pytest.raises(WebhookVerificationError):
-        Webhook(created["secret"]).verify(delivery.body.replace(b"deliver", b"expired"), delivery.headers)
+        Webhook(created["secret"]).verify(
+            delivery.body.replace(b"deliver", b"expired"), delivery.headers
+        )
 
 
 def test_filters_hold(live: httpx.Client) -> None:
@@ -107,7 +109,10 @@ def test_filters_hold(live: httpx.Client) -> None:
         wait_until(lambda: len(finals.received_cursors()) >= 4)
         ids = live.get(WEBHOOKS, headers=ADMIN).json()
         # Skipped changes move the cursor too: every subscription catches up to the head.
-        wait_until(lambda: all(s["lag_events"] == 0 for s in live.get(WEBHOOKS, headers=ADMIN).json()))
+        wait_until(
+            lambda: all(s["lag_events"] == 0 for s in live.get(WEBHOOKS, headers=ADMIN).json())
+        )
+
     def statuses(receiver: Receiver) -> list[str]:
         return [c["status"] for d in receiver.acknowledged() for c in d.changes]
 
@@ -115,3 +120,158 @@ def test_filters_hold(live: httpx.Client) -> None:
     assert set(statuses(finals)) == {"deliver", "not_deliver", "partly_deliver"}
     assert len(dict.fromkeys(everything.received_cursors())) == 6
     assert len(ids) == 3
+
+
+def attempts(client: httpx.Client, subscription_id: int) -> list[dict[str, Any]]:
+    response = client.get(f"{WEBHOOKS}/{subscription_id}/attempts", headers=ADMIN)
+    assert response.status_code == 200
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
+def shown(client: httpx.Client, subscription_id: int) -> dict[str, Any]:
+    found: dict[str, Any] = client.get(f"{WEBHOOKS}/{subscription_id}", headers=ADMIN).json()
+    return found
+
+
+def test_a_503_is_retried_with_the_same_webhook_id(live: httpx.Client) -> None:
+    with Receiver(lambda n: (503, 0.0) if n < 2 else (200, 0.0)) as receiver:
+        created = subscribe(live, receiver.url)
+        push(live, *states(2))
+        wait_until(lambda: bool(receiver.acknowledged()))
+        push(live, *states(1, start=3000))
+        wait_until(lambda: len(receiver.acknowledged()) == 2)
+    first, second, third, fourth = receiver.deliveries
+    assert first.webhook_id == second.webhook_id == third.webhook_id != fourth.webhook_id
+    assert first.body != third.body or first.headers["webhook-timestamp"]  # re-signed per attempt
+    assert [c["cursor"] for c in first.changes] == [c["cursor"] for c in third.changes]
+    third.verify(created["secret"])
+    outcomes = [a["outcome"] for a in reversed(attempts(live, created["id"]))]
+    assert outcomes == ["failed", "failed", "delivered", "delivered"]
+    assert attempts(live, created["id"])[-1]["status_code"] == 503
+    assert attempts(live, created["id"])[-1]["response_excerpt"] == "ok"
+    assert shown(live, created["id"])["failing_since"] is None
+
+
+def test_a_receiver_that_hangs_past_the_timeout_is_retried(settings: Settings) -> None:
+    hook_settings = webhook_settings(settings, webhook_timeout_seconds=0.5)
+    with (
+        LiveServer(hook_settings) as server,
+        httpx.Client(base_url=server.url) as live,
+        Receiver(lambda n: (200, 1.5) if n == 0 else (200, 0.0)) as receiver,
+    ):
+        created = subscribe(live, receiver.url)
+        push(live, *states(1))
+        wait_until(lambda: len(receiver.acknowledged()) >= 2)
+        history = list(reversed(attempts(live, created["id"])))
+    assert receiver.deliveries[0].webhook_id == receiver.deliveries[1].webhook_id
+    assert history[0]["outcome"] == "failed"
+    assert history[0]["error"] == "no answer within 0.5 s"
+    assert "delivered" in [a["outcome"] for a in history[1:]]
+
+
+def test_410_disables_and_resuming_sends_the_same_batch(live: httpx.Client) -> None:
+    with Receiver(lambda n: (410, 0.0) if n == 0 else (200, 0.0)) as receiver:
+        created = subscribe(live, receiver.url)
+        push(live, *states(2))
+        wait_until(lambda: shown(live, created["id"])["disabled_reason"] == "gone")
+        push(live, *states(1, start=3000))
+        state = shown(live, created["id"])
+        assert state["enabled"] is False and state["lag_events"] == 3
+        assert len(receiver.deliveries) == 1  # nothing more is sent to a gone endpoint
+        response = live.patch(f"{WEBHOOKS}/{created['id']}", json={"enabled": True}, headers=ADMIN)
+        assert response.status_code == 200 and response.json()["enabled"] is True
+        wait_until(lambda: shown(live, created["id"])["lag_events"] == 0)
+    assert receiver.deliveries[1].webhook_id == receiver.deliveries[0].webhook_id
+    assert len(dict.fromkeys(receiver.received_cursors())) == 3
+
+
+def test_retries_run_out_then_resume_skips_nothing(settings: Settings) -> None:
+    hook_settings = webhook_settings(settings, webhook_max_retry_hours=0.5 / 3600)
+    with (
+        LiveServer(hook_settings) as server,
+        httpx.Client(base_url=server.url) as live,
+        Receiver(lambda n: (500, 0.0)) as receiver,
+    ):
+        created = subscribe(live, receiver.url)
+        push(live, *states(3))
+        wait_until(lambda: shown(live, created["id"])["disabled_reason"] == "failing")
+        state = shown(live, created["id"])
+        assert state["failing_since"] is not None and state["attempts"] >= 2
+        metrics = live.get("/metrics").text
+        assert "targetsms_webhook_failing_subscriptions 1.0" in metrics
+        assert f'targetsms_webhook_lag_events{{subscription="{created["id"]}"}} 3.0' in metrics
+        receiver.behaviour = lambda n: (200, 0.0)
+        live.patch(f"{WEBHOOKS}/{created['id']}", json={"enabled": True}, headers=ADMIN)
+        wait_until(lambda: shown(live, created["id"])["lag_events"] == 0)
+        assert shown(live, created["id"])["failing_since"] is None
+    assert len(dict.fromkeys(receiver.received_cursors())) == 3
+
+
+def test_rotation_signs_with_both_secrets_during_the_overlap(live: httpx.Client) -> None:
+    with Receiver() as receiver:
+        created = subscribe(live, receiver.url)
+        rotated = live.post(f"{WEBHOOKS}/{created['id']}/rotate-secret", headers=ADMIN).json()
+        assert rotated["secret"] != created["secret"]
+        assert rotated["previous_secret_until"] is not None
+        push(live, *states(1))
+        wait_until(lambda: bool(receiver.acknowledged()))
+    delivery = receiver.acknowledged()[0]
+    assert len(delivery.headers["webhook-signature"].split(" ")) == 2
+    delivery.verify(created["secret"])
+    delivery.verify(rotated["secret"])
+    with pytest.raises(WebhookVerificationError):
+        delivery.verify("whsec_" + "QUJD" * 8)
+
+
+def test_rotation_without_overlap_signs_with_the_new_secret_only(settings: Settings) -> None:
+    hook_settings = webhook_settings(settings, webhook_secret_overlap_hours=0)
+    with (
+        LiveServer(hook_settings) as server,
+        httpx.Client(base_url=server.url) as live,
+        Receiver() as receiver,
+    ):
+        created = subscribe(live, receiver.url)
+        rotated = live.post(f"{WEBHOOKS}/{created['id']}/rotate-secret", headers=ADMIN).json()
+        push(live, *states(1))
+        wait_until(lambda: bool(receiver.acknowledged()))
+    delivery = receiver.acknowledged()[0]
+    delivery.verify(rotated["secret"])
+    with pytest.raises(WebhookVerificationError):
+        delivery.verify(created["secret"])
+
+
+def test_replay_redelivers_from_the_chosen_point(live: httpx.Client) -> None:
+    with Receiver() as receiver:
+        created = subscribe(live, receiver.url)
+        push(live, *states(8))
+        items = feed(live)
+        wait_until(lambda: shown(live, created["id"])["lag_events"] == 0)
+        before = len(receiver.acknowledged())
+        url = f"{WEBHOOKS}/{created['id']}/replay"
+        replayed = live.post(url, json={"after": items[4]["cursor"]}, headers=ADMIN)
+        assert replayed.status_code == 200
+        assert replayed.json()["cursor"] == items[4]["cursor"]
+        wait_until(
+            lambda: (
+                shown(live, created["id"])["lag_events"] == 0
+                and len(receiver.acknowledged()) > before
+            )
+        )
+        again = receiver.acknowledged()[before:]
+        assert [c["cursor"] for d in again for c in d.changes] == [i["cursor"] for i in items[5:]]
+        # A replayed batch is a new message: consumers deduplicating on webhook-id take it.
+        old_ids = {d.webhook_id for d in receiver.acknowledged()[:before]}
+        assert not old_ids & {d.webhook_id for d in again}
+        since = live.post(url, json={"since": "2000-01-01T00:00:00Z"}, headers=ADMIN).json()
+        assert since["lag_events"] == 8
+        wait_until(lambda: shown(live, created["id"])["lag_events"] == 0)
+        assert receiver.received_cursors()[-8:] == [i["cursor"] for i in items]
+        # Bad replay points: a clear 422.
+        for body, code in [
+            ({}, "replay_point_required"),
+            ({"after": "bogus"}, "invalid_cursor"),
+            ({"since": "2026-01-01T00:00:00"}, "invalid_parameters"),
+        ]:
+            response = live.post(url, json=body, headers=ADMIN)
+            assert response.status_code == 422 and response.json()["error"] == code, body

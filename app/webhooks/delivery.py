@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import feed
 from app.config import Settings
 from app.webhooks import outbox
-from app.webhooks.sender import Sender
+from app.webhooks.sender import Sender, ssl_context
 from app.webhooks.targets import Resolver, system_resolver
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ class Deliverer:
         self.stopping = asyncio.Event()
         self._kick = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Kept between batches (keep-alive), one per subscription and URL.
+        self._senders: dict[int, tuple[str, Sender]] = {}
+        self._ssl = ssl_context()
         self._purged_at = float("-inf")
 
     async def run(self) -> None:
@@ -95,6 +98,9 @@ class Deliverer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        for _, sender in self._senders.values():
+            await sender.close()
+        self._senders.clear()
 
     async def _start_due(self) -> None:
         due = await asyncio.to_thread(outbox.due, self.engine, datetime.now(UTC))
@@ -126,10 +132,9 @@ class Deliverer:
 
     async def _deliver(self, subscription_id: int) -> None:
         try:
-            async with Sender(self.settings, self.resolver) as sender:
-                while not self.stopping.is_set():
-                    if not await self._one_batch(sender, subscription_id):
-                        return
+            while not self.stopping.is_set():
+                if not await self._one_batch(subscription_id):
+                    return
         except outbox.LeaseLost:
             return
         except SQLAlchemyError as exc:
@@ -137,15 +142,26 @@ class Deliverer:
         finally:
             await self._release(subscription_id)
 
-    async def _one_batch(self, sender: Sender, subscription_id: int) -> bool:
+    async def _one_batch(self, subscription_id: int) -> bool:
         """Send the next batch; True when another may follow at once."""
         engine, owner, settings = self.engine, self.owner, self.settings
         batch = await asyncio.to_thread(outbox.next_batch, engine, subscription_id, owner, settings)
         if batch is None:
             return False
+        sender = await self._sender(subscription_id, batch.url)
         body = payload(batch, datetime.now(UTC))
         result = await sender.send(batch.url, batch.webhook_id, batch.secrets, body)
         return await asyncio.to_thread(outbox.record, engine, batch, result, owner, settings)
+
+    async def _sender(self, subscription_id: int, url: str) -> Sender:
+        kept = self._senders.get(subscription_id)
+        if kept is not None and kept[0] == url:
+            return kept[1]
+        if kept is not None:
+            await kept[1].close()
+        sender = Sender(self.settings, self.resolver, self._ssl)
+        self._senders[subscription_id] = (url, sender)
+        return sender
 
     async def _release(self, subscription_id: int) -> None:
         try:

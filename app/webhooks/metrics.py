@@ -60,7 +60,7 @@ class WebhookCollector(Collector):
         )
         now = datetime.now(UTC)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(Sub.id, Sub.cursor).where(Sub.enabled.is_(True))).all()
+            rows = conn.execute(select(Sub.id, Sub.cursor)).all()
             for sub_id, cursor in rows:
                 behind, age = feed.behind(conn, cursor, now)
                 events.add_metric([str(sub_id)], behind)

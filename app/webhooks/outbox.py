@@ -277,7 +277,7 @@ def _consequence(
         return common | retry | {"enabled": False, "disabled_reason": "failing"}
     delay = retry_delay(sub.attempts + 1, settings.webhook_retry_schedule_seconds)
     log.warning(
-        "webhook %d: batch %s failed (%s); attempt %d, next in %.0f s",
+        "webhook %d: batch %s failed (%s); attempt %d, next in %.1f s",
         sub.id,
         batch.webhook_id,
         result.error,

@@ -7,17 +7,19 @@ through httpcore's `sni_hostname` extension). Redirects are not followed and
 proxies from the environment are not used: either could send the request
 somewhere unchecked.
 
-Use one `Sender` per subscription: connections are pooled by address, and a
-connection opened for one name must not carry another name's request.
+Use one `Sender` per subscription URL: connections are pooled by address, and
+a connection opened for one name must not carry another name's request. Share
+one SSL context between them: loading the CA bundle takes ~0.1 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
+import certifi
 import httpx
 
 from app.config import Settings
@@ -37,19 +39,16 @@ class Result:
 
 
 class Sender:
-    def __init__(self, settings: Settings, resolver: targets.Resolver) -> None:
+    def __init__(
+        self, settings: Settings, resolver: targets.Resolver, ssl_context: ssl.SSLContext
+    ) -> None:
         self.settings, self.resolver = settings, resolver
         self.timeout = settings.webhook_timeout_seconds
         self.client = httpx.AsyncClient(
-            timeout=self.timeout, follow_redirects=False, trust_env=False
+            timeout=self.timeout, follow_redirects=False, trust_env=False, verify=ssl_context
         )
 
-    async def __aenter__(self) -> Sender:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def close(self) -> None:
         await self.client.aclose()
 
     async def send(
@@ -114,3 +113,8 @@ def _describe(exc: httpx.HTTPError) -> str:
     # httpx's messages name the problem, not the URL (the URL is not repeated).
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:ERROR_LENGTH]
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The TLS settings for every sender: certificates checked against certifi's CAs."""
+    return ssl.create_default_context(cafile=certifi.where())
