@@ -158,7 +158,8 @@ def test_the_secret_is_never_shown_again_nor_logged(
         httpx.Client(base_url=server.url) as client,
         Receiver(lambda n: (500, 0.0) if n == 0 else (204, 0.0)) as receiver,
     ):
-        created = client.post(WEBHOOKS, json={"url": receiver.url}, headers=ADMIN).json()
+        url = receiver.url + "?token=url-token-42"  # a subscriber's own token, in its URL
+        created = client.post(WEBHOOKS, json={"url": url}, headers=ADMIN).json()
         secret = created["secret"]
         push(client, ("77", "deliver", "2026-11-25 10:00:00"))
         wait_until(lambda: bool(receiver.acknowledged()))
@@ -173,3 +174,4 @@ def test_the_secret_is_never_shown_again_nor_logged(
     key = secret.removeprefix("whsec_")
     for text in [*seen, caplog.text]:
         assert key not in text
+    assert "url-token-42" not in caplog.text + seen[3]

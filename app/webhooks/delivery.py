@@ -66,6 +66,9 @@ class Deliverer:
     ) -> None:
         self.settings, self.engine, self.resolver = settings, engine, resolver
         self.wake = wake
+        # httpx logs every request line at INFO, URL included, and a subscriber's
+        # URL may carry its own token: keep only its warnings.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         self.owner = new_owner()
         self.stopping = asyncio.Event()
         self._kick = asyncio.Event()
