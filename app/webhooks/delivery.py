@@ -5,10 +5,11 @@ and in `targetsms-receiver deliver`. It wakes when this process's writer
 commits (so a change goes out within milliseconds of its acknowledgement),
 and every WEBHOOK_POLL_INTERVAL_SECONDS for commits made by other processes
 and for retries that fell due. Each subscription it holds the lease of gets a
-task of its own that sends batch after batch, in order, until there is
-nothing left, a POST fails (the retry is scheduled and the lease given up),
-or the lease is lost. Several processes may run this loop on one database:
-the lease (app/webhooks/outbox.py) lets one at a time deliver a subscription.
+task of its own that sends batch after batch, in order, and waits for news
+when there is nothing left, keeping the lease; it ends when a POST fails (the
+retry is scheduled and the lease given up) or the lease is lost. Several
+processes may run this loop on one database: the lease (app/webhooks/outbox.py)
+lets one at a time deliver a subscription.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Deliverer:
         self.owner = new_owner()
         self.stopping = asyncio.Event()
         self._kick = asyncio.Event()
+        self._news = asyncio.Event()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Kept between batches (keep-alive), one per subscription and URL.
         self._senders: dict[int, tuple[str, Sender]] = {}
@@ -81,19 +83,33 @@ class Deliverer:
     async def run(self) -> None:
         """Deliver until `stop()`."""
         log.info("webhook delivery started")
+        loop = asyncio.get_running_loop()
+        next_scan = loop.time()
         while not self.stopping.is_set():
             committed = self.wake() if self.wake is not None else None  # before reading
-            self._kick.clear()
-            try:
-                await self._start_due()
-                await self._purge_when_due()
-            except SQLAlchemyError as exc:  # the database may be down: try again later
-                log.warning("webhook delivery: the database failed: %s", type(exc).__name__)
-            await self._sleep(committed)
+            if loop.time() >= next_scan or self._kick.is_set():
+                self._kick.clear()
+                next_scan = loop.time() + self.settings.webhook_poll_interval_seconds
+                await self._scan()
+            await _first_of([self.stopping, self._kick, committed], next_scan - loop.time())
+            self._announce()
+
+    async def _scan(self) -> None:
+        try:
+            await self._start_due()
+            await self._purge_when_due()
+        except SQLAlchemyError as exc:  # the database may be down: try again later
+            log.warning("webhook delivery: the database failed: %s", type(exc).__name__)
+
+    def _announce(self) -> None:
+        """Wake the subscription tasks: there may be new changes."""
+        self._news.set()
+        self._news = asyncio.Event()
 
     async def stop(self) -> None:
         """Let in-flight POSTs finish (within two timeouts), then give the leases up."""
         self.stopping.set()
+        self._announce()
         tasks = list(self._tasks.values())
         if tasks:
             grace = STOP_GRACE_TIMEOUTS * self.settings.webhook_timeout_seconds
@@ -122,22 +138,20 @@ class Deliverer:
         self._tasks.pop(subscription_id, None)
         self._kick.set()
 
-    async def _sleep(self, committed: asyncio.Event | None) -> None:
-        events = [self.stopping, self._kick] + ([committed] if committed is not None else [])
-        waiters = [asyncio.ensure_future(event.wait()) for event in events]
-        await asyncio.wait(
-            waiters,
-            timeout=self.settings.webhook_poll_interval_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for waiter in waiters:
-            waiter.cancel()
-
     async def _deliver(self, subscription_id: int) -> None:
+        """Send batch after batch while holding the lease; between them, wait for news.
+
+        The lease is kept while idle (renewed by `next_batch`), so a commit in this
+        process reaches the receiver without a lease round trip; it is given up on a
+        failed POST (the retry may be taken by any process) and on stop."""
         try:
             while not self.stopping.is_set():
-                if not await self._one_batch(subscription_id):
+                news = self._news  # before reading: a commit meanwhile sets it
+                sent = await self._one_batch(subscription_id)
+                if sent is False:
                     return
+                if sent is None or (sent == "caught_up" and not news.is_set()):
+                    await _first_of([news], self.settings.webhook_poll_interval_seconds)
         except outbox.LeaseLost:
             return
         except SQLAlchemyError as exc:
@@ -145,16 +159,19 @@ class Deliverer:
         finally:
             await self._release(subscription_id)
 
-    async def _one_batch(self, subscription_id: int) -> bool:
-        """Send the next batch; True when another may follow at once."""
+    async def _one_batch(self, subscription_id: int) -> bool | str | None:
+        """Send the next batch: "caught_up" when delivered up to the head as it was
+        read, True when delivered and there is more, False when it failed, None when
+        there was nothing to send."""
         engine, owner, settings = self.engine, self.owner, self.settings
         batch = await asyncio.to_thread(outbox.next_batch, engine, subscription_id, owner, settings)
         if batch is None:
-            return False
+            return None
         sender = await self._sender(subscription_id, batch.url)
         body = payload(batch, datetime.now(UTC))
         result = await sender.send(batch.url, batch.webhook_id, batch.secrets, body)
-        return await asyncio.to_thread(outbox.record, engine, batch, result, owner, settings)
+        delivered = await asyncio.to_thread(outbox.record, engine, batch, result, owner, settings)
+        return "caught_up" if delivered and batch.reached_head else delivered
 
     async def _sender(self, subscription_id: int, url: str) -> Sender:
         kept = self._senders.get(subscription_id)
@@ -182,3 +199,11 @@ class Deliverer:
         deleted = await asyncio.to_thread(outbox.purge_attempts, self.engine, days)
         if deleted:
             log.info("purged %d webhook attempts older than %d days", deleted, days)
+
+
+async def _first_of(events: list[asyncio.Event | None], timeout: float) -> None:
+    """Wait until one of `events` is set, or `timeout` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events if event is not None]
+    await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()

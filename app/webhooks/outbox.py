@@ -69,6 +69,7 @@ class Batch:
     changes: list[dict[str, Any]]
     first_event_id: int
     last_event_id: int
+    reached_head: bool  # the range ends at the feed's head as it was read
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -143,24 +144,21 @@ class LeaseLost(Exception):
 def next_batch(
     engine: Engine, subscription_id: int, owner: str, settings: Settings
 ) -> Batch | None:
-    """The batch to send now; None when there is nothing to send yet."""
+    """The batch to send now; None when there is nothing to send yet. Renews the
+    lease when less than two timeouts of it are left."""
     now = datetime.now(UTC)
     with engine.connect() as conn:
         sub = conn.execute(select(SUBSCRIPTIONS).where(Sub.id == subscription_id)).one_or_none()
         if sub is None or not sub.enabled or sub.lease_owner != owner:
             raise LeaseLost
-        if sub.next_attempt_at is not None and sub.next_attempt_at > now:
-            return None
-        batch = _read_batch(conn, sub, settings.webhook_batch_size, now)
-    if batch is None:
-        return None
-    if not batch.changes:  # nothing in the range passes the filter: skip it
+        short = sub.lease_until - now < timedelta(seconds=2 * settings.webhook_timeout_seconds)
+        due = sub.next_attempt_at is None or sub.next_attempt_at <= now
+        batch = _read_batch(conn, sub, settings.webhook_batch_size, now) if due else None
+    if short and not take_or_renew(engine, subscription_id, owner, settings):
+        raise LeaseLost
+    if batch is not None and not batch.changes:  # none in the range passes the filter
         _move_cursor(engine, batch, owner)
         return next_batch(engine, subscription_id, owner, settings)
-    assert sub.lease_until is not None
-    renew = sub.lease_until - now < timedelta(seconds=2 * settings.webhook_timeout_seconds)
-    if renew and not take_or_renew(engine, subscription_id, owner, settings):
-        raise LeaseLost
     return batch
 
 
@@ -175,11 +173,11 @@ def take_or_renew(engine: Engine, subscription_id: int, owner: str, settings: Se
 
 def _read_batch(conn: Connection, sub: Row[Any], size: int, now: datetime) -> Batch | None:
     statuses = statuses_filter(sub.statuses, sub.final_only)
+    head = feed.head(conn)
     if sub.inflight_last_id is not None:
         last = sub.inflight_last_id
         rows = feed.select_changes(conn, sub.cursor, size, until=last, statuses=statuses)
     else:
-        head = feed.head(conn)
         if head <= sub.cursor:
             return None
         rows = feed.select_changes(conn, sub.cursor, size, until=head, statuses=statuses)
@@ -195,6 +193,7 @@ def _read_batch(conn: Connection, sub: Row[Any], size: int, now: datetime) -> Ba
         changes=[item for _, item in rows],
         first_event_id=rows[0][0] if rows else last,
         last_event_id=rows[-1][0] if rows else last,
+        reached_head=last == head,
     )
 
 
@@ -224,24 +223,9 @@ def _move_cursor(engine: Engine, batch: Batch, owner: str) -> None:
 def record(engine: Engine, batch: Batch, result: Result, owner: str, settings: Settings) -> bool:
     """Store the attempt and its consequence; True when the next batch may follow now."""
     now = datetime.now(UTC)
-    with write_transaction(engine) as conn:
-        conn.execute(insert(WebhookAttempt), [_attempt_row(batch, result, now)])
-        sub = conn.execute(
-            select(SUBSCRIPTIONS).where(
-                _held_by(owner, batch.subscription_id), Sub.epoch == batch.epoch
-            )
-        ).one_or_none()
-        if sub is None:  # lease lost, or replayed meanwhile: the new state stands
-            return False
-        values = _consequence(sub, batch, result, now, settings)
-        conn.execute(update(Sub).where(Sub.id == sub.id).values(**values))
-    metrics.record_attempt(result.outcome, len(batch.changes))
-    return result.outcome == "delivered"
-
-
-def _consequence(
-    sub: Row[Any], batch: Batch, result: Result, now: datetime, settings: Settings
-) -> dict[str, Any]:
+    # Only while holding the lease, and in the same epoch: after a replay (or a lost
+    # lease) the new state stands. Either way the attempt is kept.
+    mine = [_held_by(owner, batch.subscription_id), Sub.epoch == batch.epoch]
     common = {
         "last_attempt_at": now,
         "last_outcome": result.outcome,
@@ -249,17 +233,34 @@ def _consequence(
         "last_error": result.error,
         "updated_at": now,
     }
-    if result.outcome == "delivered":
-        until = now + timedelta(seconds=lease_seconds(settings))
-        return common | {
-            "cursor": batch.last,
-            "inflight_last_id": None,
-            "inflight_webhook_id": None,
-            "attempts": 0,
-            "next_attempt_at": None,
-            "failing_since": None,
-            "lease_until": until,
-        }
+    with write_transaction(engine) as conn:
+        conn.execute(insert(WebhookAttempt), [_attempt_row(batch, result, now)])
+        if result.outcome == "delivered":
+            values = common | _delivered(batch, now, settings)
+        else:
+            sub = conn.execute(select(SUBSCRIPTIONS).where(*mine)).one_or_none()
+            values = common | _failed(sub, batch, result, now, settings) if sub else {}
+        if values:
+            conn.execute(update(Sub).where(*mine).values(**values))
+    metrics.record_attempt(result.outcome, len(batch.changes))
+    return result.outcome == "delivered"
+
+
+def _delivered(batch: Batch, now: datetime, settings: Settings) -> dict[str, Any]:
+    return {
+        "cursor": batch.last,
+        "inflight_last_id": None,
+        "inflight_webhook_id": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "failing_since": None,
+        "lease_until": now + timedelta(seconds=lease_seconds(settings)),
+    }
+
+
+def _failed(
+    sub: Row[Any], batch: Batch, result: Result, now: datetime, settings: Settings
+) -> dict[str, Any]:
     retry = {
         "inflight_last_id": batch.last,
         "inflight_webhook_id": batch.webhook_id,
@@ -270,11 +271,11 @@ def _consequence(
     }
     if result.outcome == "gone":
         _stopped(sub.id, "gone", "the receiver answered 410 Gone")
-        return common | retry | {"enabled": False, "disabled_reason": "gone"}
+        return retry | {"enabled": False, "disabled_reason": "gone"}
     failing_since = sub.failing_since or now
     if now - failing_since >= timedelta(hours=settings.webhook_max_retry_hours):
         _stopped(sub.id, "failing", f"retries ran out after {settings.webhook_max_retry_hours:g} h")
-        return common | retry | {"enabled": False, "disabled_reason": "failing"}
+        return retry | {"enabled": False, "disabled_reason": "failing"}
     delay = retry_delay(sub.attempts + 1, settings.webhook_retry_schedule_seconds)
     log.warning(
         "webhook %d: batch %s failed (%s); attempt %d, next in %.1f s",
@@ -284,7 +285,7 @@ def _consequence(
         sub.attempts + 1,
         delay,
     )
-    return common | retry | {"next_attempt_at": now + timedelta(seconds=delay)}
+    return retry | {"next_attempt_at": now + timedelta(seconds=delay)}
 
 
 def retry_delay(attempts: int, schedule: list[float]) -> float:

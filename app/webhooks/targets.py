@@ -78,7 +78,7 @@ async def check(url: str, settings: Settings, resolver: Resolver = system_resolv
     parsed = parse_url(url, settings)
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     try:
-        addresses = await resolver(parsed.host, port)
+        addresses = _literal(parsed.host) or await resolver(parsed.host, port)
     except OSError:
         raise TargetRefused(
             "webhook_host_unresolvable", f"The name {parsed.host!r} does not resolve."
@@ -90,6 +90,14 @@ async def check(url: str, settings: Settings, resolver: Resolver = system_resolv
     for address in addresses:
         refused_because(address, settings)
     return Target(parsed, addresses[0], parsed.host)
+
+
+def _literal(host: str) -> list[str]:
+    """[host] when it is an address already (nothing to resolve), else []."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return []
 
 
 def refused_because(address: str, settings: Settings) -> None:
