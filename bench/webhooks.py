@@ -53,6 +53,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.arrivals: list[tuple[float, bytes]] = []
+        self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -77,17 +78,13 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def first_arrival(self) -> dict[str, float]:
-        seen: dict[str, float] = {}
+        """id_sms -> when it first arrived (bodies parsed here, not while receiving)."""
         with self.lock:
-            arrivals = list(self.arrivals)
-        for at, body in arrivals:
+            fresh, self.arrivals = self.arrivals, []
+        for at, body in fresh:
             for change in json.loads(body)["data"]["changes"]:
-                seen.setdefault(change["id_sms"], at)
-        return seen
-
-    def count(self) -> int:
-        with self.lock:
-            return sum(json.loads(body)["data"]["changes"].__len__() for _, body in self.arrivals)
+                self.seen.setdefault(change["id_sms"], at)
+        return self.seen
 
     def close(self) -> None:
         self.server.shutdown()
@@ -215,10 +212,10 @@ def delivery_rate(url: str, total: int) -> tuple[int, float]:
         path = f"{url}/api/v1/admin/webhooks/{created.json()['id']}"
         started = time.perf_counter()
         httpx.post(f"{path}/replay", json={"since": "2000-01-01T00:00:00Z"}, headers=ADMIN)
-        while receiver.count() < total and time.perf_counter() - started < 300:
+        while len(receiver.first_arrival()) < total and time.perf_counter() - started < 300:
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        count = receiver.count()
+        count = len(receiver.first_arrival())
         httpx.delete(path, headers=ADMIN)
     finally:
         receiver.close()
@@ -236,20 +233,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
-        with fresh_database(args.kind, directory, "webhooks") as database_url:
-            with service(database_url, directory) as url:
-                lag = measure_lag(url, args.rate, args.seconds)
-                print(json.dumps({"lag": lag}))
-                fill(database_url, args.backlog)
-                floors, rates = [], []
-                for _ in range(args.rounds):
-                    states, seconds = feed_floor(url)
-                    floors.append(states / seconds)
-                    delivered, seconds = delivery_rate(url, states)
-                    rates.append(delivered / seconds)
-                    print(
-                        json.dumps({"floor": floors[-1], "delivery": rates[-1], "states": states})
-                    )
+        with (
+            fresh_database(args.kind, directory, "webhooks") as database_url,
+            service(database_url, directory) as url,
+        ):
+            lag = measure_lag(url, args.rate, args.seconds)
+            print(json.dumps({"lag": lag}), flush=True)
+            fill(database_url, args.backlog)
+            floors, rates = [], []
+            for _ in range(args.rounds):
+                states, seconds = feed_floor(url)
+                floors.append(states / seconds)
+                delivered, seconds = delivery_rate(url, states)
+                rates.append(delivered / seconds)
+                print(json.dumps({"floor": floors[-1], "delivery": rates[-1]}), flush=True)
     report = render(args, lag, floors, rates)
     print(report)
     if args.append:

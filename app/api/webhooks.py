@@ -14,8 +14,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from starlette.concurrency import run_in_threadpool
 
 from app.api import cursors
+from app.api.admin import RESPONSES as ADMIN_RESPONSES
+from app.api.admin import _error
 from app.api.auth import AdminKey
-from app.api.errors import ApiError, ErrorBody
+from app.api.errors import ApiError
 from app.models import STATUS_LENGTH
 from app.runtime import Runtime, get_runtime
 from app.webhooks import subscriptions, targets
@@ -114,17 +116,10 @@ class Attempt(BaseModel):
     response_excerpt: str | None = Field(description="The first KiB of the answer.")
 
 
-def _error(description: str, error: str, detail: str) -> dict[str, Any]:
-    return {
-        "model": ErrorBody,
-        "description": description,
-        "content": {"application/json": {"example": {"error": error, "detail": detail}}},
-    }
-
-
+# The admin API's 401 and 403, and its way of describing an error in OpenAPI.
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _error("No API key, or a wrong one.", "unauthorized", "The API key is not valid."),
-    403: _error("A read key: this needs one from ADMIN_API_KEYS.", "forbidden", "..."),
+    401: ADMIN_RESPONSES[401],
+    403: ADMIN_RESPONSES[403],
     404: _error("No such subscription.", "webhook_not_found", "No webhook subscription 7."),
     422: _error(
         "Invalid input, or a refused URL: webhook_url_invalid, webhook_url_not_https, "
