@@ -158,6 +158,9 @@ class Deliverer:
             log.warning("webhook %d: the database failed: %s", subscription_id, type(exc).__name__)
         finally:
             await self._release(subscription_id)
+            kept = self._senders.pop(subscription_id, None)
+            if kept is not None:
+                await kept[1].close()
 
     async def _one_batch(self, subscription_id: int) -> bool | str | None:
         """Send the next batch: "caught_up" when delivered up to the head as it was
