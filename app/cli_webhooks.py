@@ -31,6 +31,7 @@ from app.webhooks.delivery import Deliverer
 log = logging.getLogger("app.webhooks")
 
 EXIT_NOT_FOUND, EXIT_USAGE = 1, 2
+SUBSCRIPTION_ID = click.IntRange(1, 2**63 - 1)
 T = TypeVar("T")
 
 
@@ -97,7 +98,7 @@ def add_command(url: str, statuses: tuple[str, ...], final_only: bool, descripti
 
 
 @webhooks.command("remove")
-@click.argument("subscription_id", type=int)
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def remove_command(subscription_id: int) -> None:
     """Delete a subscription and its attempts."""
     with _engine() as (_, engine):
@@ -106,7 +107,7 @@ def remove_command(subscription_id: int) -> None:
 
 
 @webhooks.command("rotate")
-@click.argument("subscription_id", type=int)
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def rotate_command(subscription_id: int) -> None:
     """A new secret (printed); the old one signs too for WEBHOOK_SECRET_OVERLAP_HOURS."""
     with _engine() as (settings, engine):
@@ -116,7 +117,7 @@ def rotate_command(subscription_id: int) -> None:
 
 
 @webhooks.command("replay")
-@click.argument("subscription_id", type=int)
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 @click.option("--after", help="A change-feed cursor: resend everything after it.")
 @click.option("--since", type=click.DateTime(), help="Resend changes received since (UTC).")
 def replay_command(subscription_id: int, after: str | None, since: datetime | None) -> None:
@@ -133,7 +134,7 @@ def replay_command(subscription_id: int, after: str | None, since: datetime | No
 
 
 @webhooks.command("pause")
-@click.argument("subscription_id", type=int)
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def pause_command(subscription_id: int) -> None:
     """Stop delivering (the cursor stays; resume continues from it)."""
     with _engine() as (_, engine):
@@ -141,7 +142,7 @@ def pause_command(subscription_id: int) -> None:
 
 
 @webhooks.command("resume")
-@click.argument("subscription_id", type=int)
+@click.argument("subscription_id", type=SUBSCRIPTION_ID)
 def resume_command(subscription_id: int) -> None:
     """Deliver again from the cursor (also after 410 or retries running out)."""
     with _engine() as (_, engine):

@@ -49,6 +49,8 @@ def test_crud_and_errors(settings: Settings) -> None:
                 "error": "webhook_not_found",
                 "detail": "No such webhook subscription.",
             }
+        huge = client.get(f"{WEBHOOKS}/{2**64}", headers=ADMIN)
+        assert huge.status_code == 422 and huge.json()["error"] == "invalid_parameters"
         assert client.get(WEBHOOKS, headers=ADMIN).json() == []
         assert client.get(WEBHOOKS).status_code == 401
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,8 @@ PATH = "/api/v1/admin/webhooks"
 router = APIRouter(tags=["webhooks"], dependencies=[AdminKey])
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
+# A 64-bit key: anything larger is no subscription (and must not reach the database).
+WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Status = Annotated[str, StringConstraints(min_length=1, max_length=STATUS_LENGTH)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Description = Annotated[str, StringConstraints(max_length=200)]
@@ -185,7 +187,7 @@ async def list_webhooks(runtime: RuntimeDep) -> list[dict[str, Any]]:
     response_model=Subscription,
     responses=RESPONSES,
 )
-async def get_webhook(webhook_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+async def get_webhook(webhook_id: WebhookId, runtime: RuntimeDep) -> dict[str, Any]:
     found: dict[str, Any] = await _call(subscriptions.get, runtime.engine, webhook_id)
     return found
 
@@ -197,7 +199,7 @@ async def get_webhook(webhook_id: int, runtime: RuntimeDep) -> dict[str, Any]:
     responses=RESPONSES,
 )
 async def patch_webhook(
-    webhook_id: int, body: SubscriptionPatch, runtime: RuntimeDep
+    webhook_id: WebhookId, body: SubscriptionPatch, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Fields left out stay as they are. `enabled: true` resumes from the cursor,
     nothing skipped. A new filter applies from the cursor on."""
@@ -214,7 +216,7 @@ async def patch_webhook(
 @router.delete(
     PATH + "/{webhook_id}", status_code=204, summary="Delete a subscription", responses=RESPONSES
 )
-async def delete_webhook(webhook_id: int, runtime: RuntimeDep) -> None:
+async def delete_webhook(webhook_id: WebhookId, runtime: RuntimeDep) -> None:
     await _call(subscriptions.remove, runtime.engine, webhook_id)
 
 
@@ -224,7 +226,7 @@ async def delete_webhook(webhook_id: int, runtime: RuntimeDep) -> None:
     response_model=SubscriptionWithSecret,
     responses=RESPONSES,
 )
-async def rotate_secret(webhook_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+async def rotate_secret(webhook_id: WebhookId, runtime: RuntimeDep) -> dict[str, Any]:
     """For WEBHOOK_SECRET_OVERLAP_HOURS deliveries carry two signatures, one per
     secret: move the consumer to the new secret within that time."""
     hours = runtime.settings.webhook_secret_overlap_hours
@@ -238,7 +240,9 @@ async def rotate_secret(webhook_id: int, runtime: RuntimeDep) -> dict[str, Any]:
     response_model=Subscription,
     responses=RESPONSES,
 )
-async def replay_webhook(webhook_id: int, body: ReplayIn, runtime: RuntimeDep) -> dict[str, Any]:
+async def replay_webhook(
+    webhook_id: WebhookId, body: ReplayIn, runtime: RuntimeDep
+) -> dict[str, Any]:
     if (body.after is None) == (body.since is None):
         raise ApiError(422, "replay_point_required", "Give exactly one of after and since.")
     after = cursors.decode(cursors.CHANGES, body.after) if body.after is not None else None
@@ -258,7 +262,7 @@ async def replay_webhook(webhook_id: int, body: ReplayIn, runtime: RuntimeDep) -
     responses=RESPONSES,
 )
 async def list_attempts(
-    webhook_id: int,
+    webhook_id: WebhookId,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[dict[str, Any]]:
