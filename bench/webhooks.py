@@ -152,12 +152,15 @@ async def paced_callbacks(url: str, rate: float, seconds: float, id_base: int) -
     async def one(n: int) -> None:
         body = callback_body(id_base + n, 1)
         request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-        conn = await pool.take()
+        try:
+            conn = await pool.take()
+        except (OSError, TimeoutError):
+            return  # not acknowledged: not counted
         try:
             status = await exchange(conn, request)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             conn[1].close()
-            return  # not acknowledged: not counted
+            return
         if status == 200:
             acked[str(id_base + n)] = time.monotonic()
         pool.give_back(conn)
