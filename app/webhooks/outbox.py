@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 Sub = WebhookSubscription
 SUBSCRIPTIONS = cast(Table, Sub.__table__)
 LEASE_TIMEOUTS = 3  # a lease lasts this many WEBHOOK_TIMEOUT_SECONDS
+MAX_BATCH = 1000  # WEBHOOK_BATCH_SIZE's upper bound
 JITTER = 0.2  # retry delays vary by +-20%
 
 
@@ -154,7 +155,7 @@ def next_batch(
         short = sub.lease_until - now < timedelta(seconds=2 * settings.webhook_timeout_seconds)
         due = sub.next_attempt_at is None or sub.next_attempt_at <= now
         batch = _read_batch(conn, sub, settings.webhook_batch_size, now) if due else None
-    if short and not take_or_renew(engine, subscription_id, owner, settings):
+    if short and not renew_lease(engine, subscription_id, owner, settings):
         raise LeaseLost
     if batch is not None and not batch.changes:  # none in the range passes the filter
         _move_cursor(engine, batch, owner)
@@ -162,7 +163,7 @@ def next_batch(
     return batch
 
 
-def take_or_renew(engine: Engine, subscription_id: int, owner: str, settings: Settings) -> bool:
+def renew_lease(engine: Engine, subscription_id: int, owner: str, settings: Settings) -> bool:
     until = datetime.now(UTC) + timedelta(seconds=lease_seconds(settings))
     with write_transaction(engine) as conn:
         renewed = conn.execute(
@@ -175,8 +176,9 @@ def _read_batch(conn: Connection, sub: Row[Any], size: int, now: datetime) -> Ba
     statuses = statuses_filter(sub.statuses, sub.final_only)
     head = feed.head(conn)
     if sub.inflight_last_id is not None:
+        # The frozen range, whole, even if WEBHOOK_BATCH_SIZE was lowered meanwhile.
         last = sub.inflight_last_id
-        rows = feed.select_changes(conn, sub.cursor, size, until=last, statuses=statuses)
+        rows = feed.select_changes(conn, sub.cursor, MAX_BATCH, until=last, statuses=statuses)
     else:
         if head <= sub.cursor:
             return None
