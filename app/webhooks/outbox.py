@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import random
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -73,6 +74,17 @@ class Batch:
     reached_head: bool  # the range ends at the feed's head as it was read
 
 
+def _bookkeeping(engine: Engine) -> AbstractContextManager[Connection]:
+    """A transaction for the webhook tables. On PostgreSQL a plain one: row locks and
+    conditional UPDATEs are enough, and the database-wide write lock would queue each
+    delivery's record behind the callback commits (they keep the change feed in order,
+    which these tables are not part of). SQLite has one writer at a time anyway, and
+    needs BEGIN IMMEDIATE."""
+    if engine.dialect.name == "postgresql":
+        return engine.begin()
+    return write_transaction(engine)
+
+
 def lease_seconds(settings: Settings) -> float:
     return LEASE_TIMEOUTS * settings.webhook_timeout_seconds
 
@@ -109,7 +121,7 @@ def due(engine: Engine, now: datetime) -> list[int]:
 def take_lease(engine: Engine, subscription_id: int, owner: str, settings: Settings) -> bool:
     now = datetime.now(UTC)
     until = now + timedelta(seconds=lease_seconds(settings))
-    with write_transaction(engine) as conn:
+    with _bookkeeping(engine) as conn:
         taken = conn.execute(
             update(Sub)
             .where(Sub.id == subscription_id, Sub.enabled.is_(True), _lease_free(now))
@@ -119,7 +131,7 @@ def take_lease(engine: Engine, subscription_id: int, owner: str, settings: Setti
 
 
 def release_lease(engine: Engine, subscription_id: int, owner: str) -> None:
-    with write_transaction(engine) as conn:
+    with _bookkeeping(engine) as conn:
         conn.execute(
             update(Sub)
             .where(Sub.id == subscription_id, Sub.lease_owner == owner)
@@ -165,7 +177,7 @@ def next_batch(
 
 def renew_lease(engine: Engine, subscription_id: int, owner: str, settings: Settings) -> bool:
     until = datetime.now(UTC) + timedelta(seconds=lease_seconds(settings))
-    with write_transaction(engine) as conn:
+    with _bookkeeping(engine) as conn:
         renewed = conn.execute(
             update(Sub).where(_held_by(owner, subscription_id)).values(lease_until=until)
         ).rowcount
@@ -207,7 +219,7 @@ def _secrets(sub: Row[Any], now: datetime) -> list[str]:
 
 
 def _move_cursor(engine: Engine, batch: Batch, owner: str) -> None:
-    with write_transaction(engine) as conn:
+    with _bookkeeping(engine) as conn:
         conn.execute(
             update(Sub)
             .where(
@@ -235,7 +247,7 @@ def record(engine: Engine, batch: Batch, result: Result, owner: str, settings: S
         "last_error": result.error,
         "updated_at": now,
     }
-    with write_transaction(engine) as conn:
+    with _bookkeeping(engine) as conn:
         conn.execute(insert(WebhookAttempt), [_attempt_row(batch, result, now)])
         if result.outcome == "delivered":
             values = common | _delivered(batch, now, settings)
@@ -324,7 +336,7 @@ def _attempt_row(batch: Batch, result: Result, now: datetime) -> dict[str, Any]:
 
 def purge_attempts(engine: Engine, retention_days: int) -> int:
     cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    with write_transaction(engine) as conn:
+    with _bookkeeping(engine) as conn:
         deleted: int = conn.execute(
             delete(WebhookAttempt).where(WebhookAttempt.attempted_at < cutoff)
         ).rowcount
