@@ -104,7 +104,11 @@ def test_two_processes_never_deliver_one_subscription_at_once(
 
     engine = create_db_engine(settings)
     try:
-        with Receiver(lambda n: (200, 0.03)) as one, Receiver(lambda n: (200, 0.03)) as two:
+        # Every 3rd answer a 503: the lease is given up, and either process may take it.
+        def flaky(n: int) -> tuple[int, float]:
+            return (503 if n % 3 == 2 else 200), 0.03
+
+        with Receiver(flaky) as one, Receiver(flaky) as two:
             subscriptions.create(engine, one.url)
             subscriptions.create(engine, two.url)
             with (
@@ -121,5 +125,8 @@ def test_two_processes_never_deliver_one_subscription_at_once(
         for receiver in (one, two):
             assert receiver.max_in_flight == 1
             assert_in_order_without_gaps(receiver, expected)
+        # Both processes delivered (each logged failed POSTs of its own).
+        for log in ("a.log", "b.log"):
+            assert "failed (HTTP 503)" in (tmp_path / log).read_text(), log
     finally:
         engine.dispose()
