@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import uvicorn
 
-from app import cli_doctor, cli_provider
+from app import cli_doctor, cli_provider, cli_webhooks
 from app import migrate as migrations
 from app.config import Settings
 from app.db import create_db_engine
@@ -92,3 +92,5 @@ main.add_command(cli_provider.callback_url_command)
 main.add_command(cli_provider.simulator)
 # Self-healing (issue 12).
 main.add_command(cli_doctor.doctor)
+main.add_command(cli_webhooks.webhooks)  # outbound webhooks (issue 11)
+main.add_command(cli_webhooks.deliver)

@@ -74,6 +74,42 @@ class Settings(BaseSettings):
     account_check_minutes: float = Field(default=60.0, gt=0)
     balance_warn_below: Decimal | None = None
 
+    # Outbound webhooks (issue 11, app/webhooks/).
+    webhook_delivery: bool = True
+    webhook_batch_size: int = Field(default=100, gt=0, le=1000)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_retry_hours: float = Field(default=72.0, gt=0)
+    webhook_retry_schedule_seconds: Annotated[list[float], NoDecode] = [
+        5,
+        30,
+        120,
+        600,
+        1800,
+        3600,
+    ]
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
+    webhook_allow_http: bool = False
+    webhook_allowed_networks: Annotated[list[IPNetwork], NoDecode] = []
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    webhook_attempt_retention_days: int = Field(default=7, ge=1)
+
+    @field_validator("webhook_retry_schedule_seconds", "webhook_allowed_networks", mode="before")
+    @classmethod
+    def _webhook_lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("webhook_retry_schedule_seconds", mode="after")
+    @classmethod
+    def _webhook_schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("give one or more positive delays in seconds")
+        return value
+
+    @field_validator("webhook_allowed_networks", mode="after")
+    @classmethod
+    def _webhook_networks(cls, value: list[IPNetwork]) -> list[IPNetwork]:
+        return [ipaddress.ip_network(net, strict=False) for net in value]
+
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"
     )

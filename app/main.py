@@ -21,6 +21,7 @@ from app.retention import purge_periodically
 from app.runtime import Runtime
 from app.shutdown import watch_signals
 from app.tokens import callback_token
+from app.webhooks.delivery import Deliverer
 from app.writer import Writer
 
 
@@ -43,7 +44,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.runtime = runtime
         unwatch = watch_signals(runtime.health, settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
-        # issue 10 (core): what start-up built lives as long as the process;
+        # Outbound webhooks (issue 11): delivered from here unless WEBHOOK_DELIVERY=false.
+        deliverer = Deliverer(settings, engine, wake=writer.commit_signal)
+        delivering = asyncio.create_task(deliverer.run()) if settings.webhook_delivery else None
+        # What start-up built lives as long as the process;
         # frozen, the collector stops walking it on every collection.
         freeze_startup_objects()
         try:
@@ -51,6 +55,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             unwatch()
             purger.cancel()
+            if delivering is not None:
+                await deliverer.stop()
+                await delivering
             await writer.stop()
             write_engine.dispose()
             engine.dispose()

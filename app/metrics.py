@@ -39,6 +39,7 @@ from sqlalchemy import Engine, func, select, text
 
 from app.models import Document, Message
 from app.selfheal_metrics import SelfHealCollector
+from app.webhooks.metrics import WebhookCollector
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ def render(engine: Engine) -> bytes:
     database = CollectorRegistry()
     database.register(DatabaseCollector(engine))
     database.register(SelfHealCollector(engine))  # self-healing (issue 12)
+    database.register(WebhookCollector(engine))  # outbound webhooks (issue 11)
     return processes + generate_latest(database)
 
 

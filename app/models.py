@@ -7,6 +7,7 @@
   retention period).
 - `instance_settings`: values the service generates for itself (the callback
   token when none is configured).
+- `webhook_subscriptions`, `webhook_attempts`: outbound webhooks (app/webhooks/).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -149,3 +151,69 @@ class InstanceSetting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# --- Outbound webhooks (issue 11, app/webhooks/) ------------------------------------------
+
+
+class WebhookSubscription(Base):
+    """A URL, a filter, and a cursor into the change feed (the outbox)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # A JSON list of statuses; None: every status.
+    statuses: Mapped[str | None] = mapped_column(Text)
+    final_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Why it is off: "paused" (an admin), "gone" (410), "failing" (retries ran out).
+    disabled_reason: Mapped[str | None] = mapped_column(String(16))
+    # The last feed position (events.id) delivered or skipped by the filter.
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bumped by a replay or a filter change: part of the webhook-id, so a
+    # replayed batch is a new message to consumers that deduplicate.
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # The batch being retried, frozen: (cursor, inflight_last_id] again, same id.
+    inflight_last_id: Mapped[int | None] = mapped_column(BigInteger)
+    inflight_webhook_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    # Exactly one deliverer at a time: whoever holds an unexpired lease.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookAttempt(Base):
+    """One POST (or refusal to send) of one batch; purged after a retention period."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    webhook_id: Mapped[str] = mapped_column(String(64))
+    first_event_id: Mapped[int] = mapped_column(BigInteger)
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+    changes: Mapped[int] = mapped_column(Integer)
+    # "delivered", "failed", "gone" (410) or "refused" (target not allowed, nothing sent).
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(300))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_webhook_attempts_subscription", "subscription_id", "id"),)

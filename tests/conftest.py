@@ -35,6 +35,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 TEST_TOKEN = "test-callback-token-0123456789abcdefghijklmnopqrstu"
 TABLES = ("messages", "events", "documents", "instance_settings")
+# Outbound webhooks (issue 11).
+TABLES += ("webhook_subscriptions", "webhook_attempts")
 
 
 def in_ci() -> bool:

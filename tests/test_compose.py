@@ -28,13 +28,16 @@ def services() -> dict[str, dict[str, Any]]:
 
 def test_the_services_and_their_commands() -> None:
     found = services()
-    assert set(found) == {"postgres", "migrate", "api", "poller", "nginx"}
+    assert set(found) == {"postgres", "migrate", "api", "poller", "nginx", "deliverer"}
     assert found["migrate"]["command"] == ["migrate"]
     assert found["api"]["command"][:1] == ["serve"]
     assert found["poller"]["command"][0] == "poll"
     assert found["api"]["deploy"]["replicas"] == 2
+    # Outbound webhooks: sent by the deliverer service, not by the API replicas.
+    assert found["deliverer"]["command"] == ["deliver"]
+    assert found["api"]["environment"]["WEBHOOK_DELIVERY"] == "false"
     # Migrations run once, before the API and the poller, never at API start.
-    for name in ("api", "poller"):
+    for name in ("api", "poller", "deliverer"):
         assert found[name]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }

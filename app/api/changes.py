@@ -18,7 +18,6 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import Engine, select
 from starlette.concurrency import run_in_threadpool
 
 from app.api import cursors
@@ -26,26 +25,13 @@ from app.api.auth import ReadKey
 from app.api.deps import RuntimeDep
 from app.api.errors import error_responses
 from app.api.schemas import ChangePage
-from app.models import Event
+from app.feed import read_changes
 
 router = APIRouter(tags=["changes"], dependencies=[ReadKey])
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_WAIT_SECONDS = 30
 RECHECK_SECONDS = 0.5
-
-COLUMNS = (
-    Event.id,
-    Event.id_sms,
-    Event.status,
-    Event.time_raw,
-    Event.status_at,
-    Event.source,
-    Event.conflict,
-    Event.received_at,
-    Event.num_parts,
-    Event.price,
-)
 
 
 @router.get(
@@ -92,15 +78,3 @@ async def _first_of(one: asyncio.Event, other: asyncio.Event, timeout: float) ->
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def read_changes(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:
-    query = select(*COLUMNS).where(Event.id > after).order_by(Event.id).limit(limit)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [_change(row._mapping) for row in rows]
-
-
-def _change(row: Any) -> dict[str, Any]:
-    values = {column.key: row[column.key] for column in COLUMNS if column.key != "id"}
-    return {"cursor": cursors.encode(cursors.CHANGES, row["id"])} | values

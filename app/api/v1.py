@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import admin, changes, messages, stats, tracking
+from app.api import admin, changes, messages, stats, tracking, webhooks
 
 PREFIX = "/api/v1"
 
@@ -18,3 +18,4 @@ router.include_router(changes.router)
 router.include_router(stats.router)
 router.include_router(tracking.router)
 router.include_router(admin.router)
+router.include_router(webhooks.router)
