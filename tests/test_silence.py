@@ -10,9 +10,10 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.db import write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.protocol import IncomingState
 from app.silence import Silence, SilenceWatch, callback_silence
+from app.store import store_batch
 from tests.selfheal_helpers import callback_at, sent_at
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
