@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 import uvicorn
 
-from app import cli_provider
+from app import (
+    cli_provider,
+    cli_reconcile,  # issue 12
+)
 from app import migrate as migrations
 from app.config import Settings
 from app.db import create_db_engine
@@ -88,3 +91,4 @@ def purge() -> None:
 main.add_command(cli_provider.poll)
 main.add_command(cli_provider.callback_url_command)
 main.add_command(cli_provider.simulator)
+main.add_command(cli_reconcile.reconcile)

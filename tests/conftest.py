@@ -33,6 +33,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 TEST_TOKEN = "test-callback-token-0123456789abcdefghijklmnopqrstu"
 TABLES = ("messages", "events", "documents", "instance_settings")
+# Reconciliation (issue 12).
+TABLES += ("message_context", "reconciliation_reports")
 
 
 def in_ci() -> bool:

@@ -1,0 +1,389 @@
+"""Reconciliation: the provider's statistics (stats.php) against what we hold.
+
+stats.php lists one row per message *part* sent in a window, with provider
+wall-clock times in the account's zone, to the minute. For each day:
+
+1. take the day's lease (`reconcile_store.claim_day`): one reconciler per day;
+2. ask stats.php window by window, RECONCILE_WINDOW_MINUTES at first. A
+   window whose answer is refused, fails, or comes back shorter than it says
+   is split in halves, down to one minute. A one-minute window that still
+   fails ends the day with an error, so a provider that is down costs about
+   log2(1440) = 11 requests, not 1440. Refused credentials, a blocked account
+   or a refused date end the run at once: splitting cannot help them;
+3. group each window's rows by id_sms and compare with what we hold:
+   - an id we never saw is stored as a new message (source "reconcile");
+   - final there and not final here (or only tracked here): the provider's
+     state is stored through the write path of callbacks and polls;
+   - final here with another final status there: stored the same way, where
+     the status rules keep ours and flag the conflict;
+   and keep the context (sender, operator, masked phone, send time, parts,
+   prices; the text only with RECONCILE_STORE_TEXT);
+4. close the day's report row with the counts, or the error.
+
+A message's parts are sent together and carry one send time, so a window
+(by send time) holds all of a message's parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.bulk import Row
+from app.config import Settings
+from app.db import write_transaction
+from app.models import CONTEXT_FIELD_LENGTH, PHONE_LENGTH, STATUS_LENGTH, TIME_RAW_LENGTH
+from app.protocol import IncomingState, is_final, parse_time
+from app.provider import (
+    AccountBlocked,
+    AuthenticationFailed,
+    BadDate,
+    NoPostData,
+    ProviderError,
+    StatRow,
+    StatsAnswer,
+    TargetSMSClient,
+)
+from app.reconcile_store import Held, claim_day, finish, held, renew, store_states, upsert_context
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MINUTE = timedelta(minutes=1)
+# Errors that another window size cannot cure.
+FATAL = (AuthenticationFailed, AccountBlocked, BadDate, NoPostData)
+# Parts that ended differently: the message counts as its worst part.
+MIXED_FINAL_ORDER = ("not_deliver", "expired", "partly_deliver", "deliver")
+TRACKED, UNKNOWN = "tracked", "not_held"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WindowFailed(Exception):
+    """A one-minute window the provider would not answer."""
+
+
+# --- Windows --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Sends from minute `start` through minute `stop`, provider wall clock."""
+
+    start: datetime
+    stop: datetime
+
+    @property
+    def minutes(self) -> int:
+        return (self.stop - self.start) // MINUTE + 1
+
+    def halves(self) -> tuple[Window, Window]:
+        middle = self.start + (self.minutes // 2) * MINUTE
+        return Window(self.start, middle - MINUTE), Window(middle, self.stop)
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M}..{self.stop:%H:%M}"
+
+
+def day_windows(day: date, minutes: int) -> list[Window]:
+    start = datetime(day.year, day.month, day.day)
+    last = start + timedelta(days=1) - MINUTE
+    size = timedelta(minutes=minutes)
+    windows = []
+    while start <= last:
+        windows.append(Window(start, min(start + size - MINUTE, last)))
+        start += size
+    return windows
+
+
+async def answers(
+    client: TargetSMSClient, windows: Sequence[Window]
+) -> AsyncIterator[tuple[Window, StatsAnswer]]:
+    """Each window's answer, in order, splitting the ones that fail or come back short."""
+    todo = list(reversed(windows))
+    while todo:
+        window = todo.pop()
+        try:
+            answer = await client.stats(window.start, window.stop)
+        except FATAL:
+            raise
+        except ProviderError as exc:
+            problem = str(exc)
+        else:
+            if not answer.truncated:
+                yield window, answer
+                continue
+            problem = f"answer cut short ({len(answer.rows)} of {answer.announced} rows)"
+        if window.minutes == 1:
+            raise WindowFailed(f"stats.php {window}: {problem}")
+        log.info("stats.php %s: %s; asking in halves", window, problem)
+        todo.extend(reversed(window.halves()))
+
+
+# --- Comparing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMessage:
+    """One message as the statistics show it, from its part rows."""
+
+    id_sms: str
+    status: str
+    time_raw: str  # the status's time ("" for send), as callbacks carry it
+    parts: tuple[StatRow, ...]
+
+    @classmethod
+    def of(cls, id_sms: str, parts: Sequence[StatRow]) -> ProviderMessage:
+        status = _message_status({part.status for part in parts})
+        changed = max(part.time_change_state for part in parts)
+        time_raw = "" if status == "send" else changed[:TIME_RAW_LENGTH]
+        return cls(id_sms, status, time_raw, tuple(parts))
+
+    @property
+    def final(self) -> bool:
+        return is_final(self.status)
+
+
+def _message_status(statuses: set[str]) -> str:
+    pending = sorted(status for status in statuses if not is_final(status))
+    if pending:
+        return pending[0]
+    return next(status for status in MIXED_FINAL_ORDER if status in statuses)
+
+
+def group(rows: Sequence[StatRow]) -> list[ProviderMessage]:
+    by_id: dict[str, list[StatRow]] = {}
+    for row in rows:
+        if 0 < len(row.status) <= STATUS_LENGTH and row.status.isprintable():
+            by_id.setdefault(row.id_sms, []).append(row)
+    return [ProviderMessage.of(id_sms, parts) for id_sms, parts in sorted(by_id.items())]
+
+
+def verdict(ours: Held | None, theirs: ProviderMessage) -> str | None:
+    """ "added", "updated", "flagged", "store" (nothing to count), or None (nothing to do)."""
+    if ours is None:
+        return "added"
+    if ours.status is None:
+        return "updated"
+    if ours.final:
+        return "flagged" if theirs.final and theirs.status != ours.status else None
+    return "updated" if theirs.final else "store"
+
+
+def price_sum(parts: Sequence[StatRow]) -> Decimal | None:
+    prices = [Decimal(part.price) for part in parts if part.price is not None]
+    return sum(prices, Decimal(0)) if prices else None
+
+
+def context_row(message: ProviderMessage, settings: Settings, now: datetime) -> Row:
+    first = min(message.parts, key=lambda part: part.part_no or 0)
+    cost = price_sum(message.parts)
+    sent_raw = min(part.time for part in message.parts)[:TIME_RAW_LENGTH]
+    text = "".join(p.text for p in sorted(message.parts, key=lambda p: p.part_no or 0))
+    return {
+        "id_sms": message.id_sms,
+        "originator": first.originator[:CONTEXT_FIELD_LENGTH] or None,
+        "name_delivery": first.name_delivery[:CONTEXT_FIELD_LENGTH] or None,
+        "operator": first.operator[:CONTEXT_FIELD_LENGTH] or None,
+        "phone": first.phone[:PHONE_LENGTH] or None,
+        "sent_at": parse_time(sent_raw, settings.zone),
+        "sent_time_raw": sent_raw or None,
+        "num_parts": len({part.part_no for part in message.parts}),
+        "price": first.price,
+        "cost": None if cost is None else format(cost, "f"),
+        "text": text if settings.reconcile_store_text else None,
+        "updated_at": now,
+    }
+
+
+def incoming(message: ProviderMessage, settings: Settings) -> IncomingState:
+    return IncomingState(
+        id_sms=message.id_sms,
+        status=message.status,
+        time_raw=message.time_raw,
+        status_at=parse_time(message.time_raw, settings.zone),
+        num_parts=message.parts[0].num_parts,
+        price=message.parts[0].price,
+    )
+
+
+@dataclass(slots=True)
+class Tally:
+    windows: int = 0
+    parts: int = 0
+    messages: int = 0
+    provider_counts: Counter[str] = field(default_factory=Counter)
+    our_counts: Counter[str] = field(default_factory=Counter)
+    added: int = 0
+    updated: int = 0
+    flagged: int = 0
+
+    def values(self) -> Row:
+        return {
+            "windows": self.windows,
+            "parts": self.parts,
+            "messages": self.messages,
+            "provider_counts": dict(sorted(self.provider_counts.items())),
+            "our_counts": dict(sorted(self.our_counts.items())),
+            "added": self.added,
+            "updated": self.updated,
+            "flagged": self.flagged,
+        }
+
+
+def apply_window(
+    engine: Engine,
+    settings: Settings,
+    report_id: int,
+    answer: StatsAnswer,
+    tally: Tally,
+    now: datetime,
+) -> None:
+    """Compare one window's messages with ours and store the differences, in one transaction."""
+    messages = group(answer.rows)
+    with write_transaction(engine) as conn:
+        ours = held(conn, [message.id_sms for message in messages])
+        verdicts = {m.id_sms: verdict(ours.get(m.id_sms), m) for m in messages}
+        states = [incoming(m, settings) for m in messages if verdicts[m.id_sms] is not None]
+        store_states(conn, states, now)
+        upsert_context(conn, [context_row(message, settings, now) for message in messages])
+        renew(conn, report_id, now)
+    counted = Counter(verdicts.values())
+    tally.windows += 1
+    tally.parts += len(answer.rows)
+    tally.messages += len(messages)
+    tally.provider_counts.update(message.status for message in messages)
+    tally.our_counts.update(_our_status(ours.get(message.id_sms)) for message in messages)
+    tally.added += counted["added"]
+    tally.updated += counted["updated"]
+    tally.flagged += counted["flagged"]
+
+
+def _our_status(ours: Held | None) -> str:
+    if ours is None:
+        return UNKNOWN
+    return TRACKED if ours.status is None else ours.status
+
+
+# --- Running --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayResult:
+    day: date
+    report_id: int | None  # None: skipped, another reconciler held the day
+    tally: Tally
+    error: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.report_id is None
+
+
+def default_days(settings: Settings, now: datetime) -> list[date]:
+    """Yesterday and today in the account's zone."""
+    today = now.astimezone(settings.zone).date()
+    return [today - timedelta(days=1), today]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        client: TargetSMSClient,
+        *,
+        clock: Clock = utc_now,
+        owner: str | None = None,
+    ) -> None:
+        self.settings, self.engine, self.client, self.clock = settings, engine, client, clock
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+    async def run(self, days: Sequence[date]) -> list[DayResult]:
+        """Each day in turn; refused credentials (or a blocked account) end the run, raised."""
+        return [await self.day(day) for day in days]
+
+    async def day(self, day: date) -> DayResult:
+        report_id = await asyncio.to_thread(claim_day, self.engine, day, self.owner, self.clock())
+        tally = Tally()
+        if report_id is None:
+            log.info("reconcile %s: another reconciler is on this day; skipped", day)
+            return DayResult(day, None, tally)
+        error: str | None = None
+        try:
+            await self._windows(day, report_id, tally)
+        except (AuthenticationFailed, AccountBlocked) as exc:
+            await self._finish(report_id, tally, f"stats.php refused our credentials: {exc.text}")
+            raise
+        except (ProviderError, WindowFailed) as exc:
+            error = str(exc)
+        except SQLAlchemyError as exc:
+            error = f"database: {type(exc).__name__}"
+        await self._finish(report_id, tally, error)
+        _log_day(day, tally, error)
+        return DayResult(day, report_id, tally, error)
+
+    async def _windows(self, day: date, report_id: int, tally: Tally) -> None:
+        windows = day_windows(day, self.settings.reconcile_window_minutes)
+        async for _window, answer in answers(self.client, windows):
+            await asyncio.to_thread(
+                apply_window, self.engine, self.settings, report_id, answer, tally, self.clock()
+            )
+
+    async def _finish(self, report_id: int, tally: Tally, error: str | None) -> None:
+        await asyncio.to_thread(finish, self.engine, report_id, tally.values(), error, self.clock())
+
+
+def _log_day(day: date, tally: Tally, error: str | None) -> None:
+    level = logging.WARNING if error or tally.flagged else logging.INFO
+    log.log(
+        level,
+        "reconcile %s: %d windows, %d parts, %d messages; %d added, %d updated, %d flagged%s",
+        day,
+        tally.windows,
+        tally.parts,
+        tally.messages,
+        tally.added,
+        tally.updated,
+        tally.flagged,
+        f"; failed: {error}" if error else "",
+    )
+
+
+# --- Scheduled, in the poller role ----------------------------------------------------
+
+
+def start_schedule(
+    settings: Settings, engine: Engine, client: TargetSMSClient, stop: asyncio.Event, clock: Clock
+) -> asyncio.Task[None] | None:
+    """Reconcile yesterday and today every RECONCILE_INTERVAL_MINUTES until `stop` (0: never)."""
+    if settings.reconcile_interval_minutes == 0:
+        return None
+    reconciler = Reconciler(settings, engine, client, clock=clock)
+    return asyncio.create_task(_scheduled(reconciler, stop), name="reconcile")
+
+
+async def _scheduled(reconciler: Reconciler, stop: asyncio.Event) -> None:
+    interval = reconciler.settings.reconcile_interval_minutes * 60
+    while not stop.is_set():
+        try:
+            await reconciler.run(default_days(reconciler.settings, reconciler.clock()))
+        except ProviderError as exc:
+            log.error("reconciliation stopped: %s", exc)
+        except Exception:  # the poller must go on, whatever this hits
+            log.exception("reconciliation failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
