@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import admin, callbacks, health, read, tracking
+from app.api import costs as costs_api  # issue 12
+from app.api import reconciliations as reconciliations_api  # issue 12
 from app.api.errors import install_error_handlers
 from app.config import Settings
 from app.db import create_db_engine
@@ -59,6 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tracking.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    # Reconciliation and cost (issue 12).
+    app.include_router(reconciliations_api.router)
+    app.include_router(costs_api.router)
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import threading
-from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import defusedxml.ElementTree as SafeET
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
 from app.config import Settings
@@ -20,69 +17,19 @@ from app.db import write_transaction
 from app.ingest import Submission, store_batch
 from app.models import Event, MessageContext, ReconciliationReport
 from app.protocol import IncomingState
-from app.provider import AuthenticationFailed, TargetSMSClient
-from app.reconcile import DayResult, Reconciler, Window, day_windows
+from app.provider import AuthenticationFailed
+from app.reconcile import DayResult, Window, day_windows
 from app.reconcile_store import LEASE, claim_day
-from app.simulator import SimulatorState, create_app
+from app.simulator import SimulatorState
 from app.tracking import Sent, track
 from tests.conftest import rows
+from tests.reconcile_helpers import DAY, Handler, Provider, reconcile, sent
 from tests.sim_helpers import LOGIN, PASSWORD
-
-DAY = date(2026, 11, 20)
-API_URL = "http://provider.test/xml/"
-Handler = Callable[[httpx.Request], httpx.Response | None]
 
 
 @pytest.fixture
 def sim() -> SimulatorState:
     return SimulatorState(LOGIN, PASSWORD)
-
-
-def sent(state: SimulatorState, at: str, count: int = 1, **extra: object) -> list[str]:
-    """`count` messages sent at `at` (wall clock on DAY) whose statuses are never pushed."""
-    ids = state.create(count, **extra)  # type: ignore[arg-type]
-    for id_sms in ids:
-        state.describe(id_sms, time=f"{DAY} {at}", originator="SHOP", text="Your code is 1234")
-        state.lose(id_sms)
-    return ids
-
-
-class Provider(httpx.AsyncBaseTransport):
-    """The simulator's app, with an optional `fault` that answers some requests itself."""
-
-    def __init__(self, state: SimulatorState, fault: Handler | None = None) -> None:
-        self.asgi = httpx.ASGITransport(app=create_app(state))
-        self.fault, self.requests = fault, 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests += 1
-        answer = self.fault(request) if self.fault else None
-        return answer if answer is not None else await self.asgi.handle_async_request(request)
-
-
-def reconcile(
-    settings: Settings,
-    engine: Engine,
-    transport: httpx.AsyncBaseTransport,
-    days: list[date] | None = None,
-    *,
-    owner: str | None = None,
-) -> list[DayResult]:
-    async def main() -> list[DayResult]:
-        client = TargetSMSClient(
-            API_URL,
-            LOGIN,
-            SecretStr(PASSWORD),
-            timeout=5.0,
-            retries=1,
-            backoff_base=0.001,
-            backoff_cap=0.002,
-            transport=transport,
-        )
-        async with client:
-            return await Reconciler(settings, engine, client, owner=owner).run(days or [DAY])
-
-    return asyncio.run(main())
 
 
 def messages(engine: Engine) -> dict[str, tuple[object, ...]]:
