@@ -60,6 +60,7 @@ from app.provider import (
     ProviderUnavailable,
     TargetSMSClient,
 )
+from app.reconcile import start_schedule
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class Poller:
     async def run(self, *, once: bool = False) -> PassResult:
         """Passes until `stop` is set (or one, with `once`); the last pass's result."""
         await self.check_credentials()
+        # Reconciliation against stats.php runs beside the passes until `stop` (issue 12).
+        self.reconciling = None if once else start_schedule(self, self.stop)
         failures = 0
         while True:
             try:

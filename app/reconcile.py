@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -366,13 +367,20 @@ def _log_day(day: date, tally: Tally, error: str | None) -> None:
 # --- Scheduled, in the poller role ----------------------------------------------------
 
 
-def start_schedule(
-    settings: Settings, engine: Engine, client: TargetSMSClient, stop: asyncio.Event, clock: Clock
-) -> asyncio.Task[None] | None:
+class Role(Protocol):
+    """What the poller role lends the schedule."""
+
+    settings: Settings
+    engine: Engine
+    client: TargetSMSClient
+    clock: Clock
+
+
+def start_schedule(role: Role, stop: asyncio.Event) -> asyncio.Task[None] | None:
     """Reconcile yesterday and today every RECONCILE_INTERVAL_MINUTES until `stop` (0: never)."""
-    if settings.reconcile_interval_minutes == 0:
+    if role.settings.reconcile_interval_minutes == 0:
         return None
-    reconciler = Reconciler(settings, engine, client, clock=clock)
+    reconciler = Reconciler(role.settings, role.engine, role.client, clock=role.clock)
     return asyncio.create_task(_scheduled(reconciler, stop), name="reconcile")
 
 
