@@ -189,7 +189,23 @@ def price_sum(parts: Sequence[StatRow]) -> Decimal | None:
     return sum(prices, Decimal(0)) if prices else None
 
 
-def context_row(message: ProviderMessage, settings: Settings, now: datetime) -> Row:
+class Times:
+    """Provider wall-clock strings read in the account's zone, each distinct one once.
+
+    A day's messages share few send and status times, and strptime is most
+    of the comparison's own cost.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.zone, self.seen = settings.zone, dict[str, datetime | None]()
+
+    def __call__(self, raw: str) -> datetime | None:
+        if raw not in self.seen:
+            self.seen[raw] = parse_time(raw, self.zone)
+        return self.seen[raw]
+
+
+def context_row(message: ProviderMessage, settings: Settings, times: Times, now: datetime) -> Row:
     first = min(message.parts, key=lambda part: part.part_no or 0)
     cost = price_sum(message.parts)
     sent_raw = min(part.time for part in message.parts)[:TIME_RAW_LENGTH]
@@ -200,7 +216,7 @@ def context_row(message: ProviderMessage, settings: Settings, now: datetime) -> 
         "name_delivery": first.name_delivery[:CONTEXT_FIELD_LENGTH] or None,
         "operator": first.operator[:CONTEXT_FIELD_LENGTH] or None,
         "phone": first.phone[:PHONE_LENGTH] or None,
-        "sent_at": parse_time(sent_raw, settings.zone),
+        "sent_at": times(sent_raw),
         "sent_time_raw": sent_raw or None,
         "num_parts": len({part.part_no for part in message.parts}),
         "price": first.price,
@@ -210,12 +226,12 @@ def context_row(message: ProviderMessage, settings: Settings, now: datetime) -> 
     }
 
 
-def incoming(message: ProviderMessage, settings: Settings) -> IncomingState:
+def incoming(message: ProviderMessage, times: Times) -> IncomingState:
     return IncomingState(
         id_sms=message.id_sms,
         status=message.status,
         time_raw=message.time_raw,
-        status_at=parse_time(message.time_raw, settings.zone),
+        status_at=times(message.time_raw),
         num_parts=message.parts[0].num_parts,
         price=message.parts[0].price,
     )
@@ -254,13 +270,13 @@ def apply_window(
     now: datetime,
 ) -> None:
     """Compare one window's messages with ours and store the differences, in one transaction."""
-    messages = group(answer.rows)
+    messages, times = group(answer.rows), Times(settings)
     with write_transaction(engine) as conn:
         ours = held(conn, [message.id_sms for message in messages])
         verdicts = {m.id_sms: verdict(ours.get(m.id_sms), m) for m in messages}
-        states = [incoming(m, settings) for m in messages if verdicts[m.id_sms] is not None]
+        states = [incoming(m, times) for m in messages if verdicts[m.id_sms] is not None]
         store_states(conn, states, now)
-        upsert_context(conn, [context_row(message, settings, now) for message in messages])
+        upsert_context(conn, [context_row(m, settings, times, now) for m in messages])
         renew(conn, report_id, now)
     counted = Counter(verdicts.values())
     tally.windows += 1
