@@ -155,3 +155,41 @@ async def test_invalid_rows_are_skipped_and_a_short_answer_is_noticed() -> None:
     short = body.replace('num_stats="4"', 'num_stats="5"')
     async with client_for("http://provider.test/xml/", transport=_answer(short)) as client:
         assert (await client.stats(DAY, DAY)).truncated
+
+
+def test_simulator_control_api_creates_unpushed_messages_with_their_record(
+    sim: SimulatorServer,
+) -> None:
+    created = httpx.post(
+        f"{sim.url}/sim/messages",
+        json={"count": 2, "push": False, "time": "2026-11-20 08:30:00", "originator": "BANK"},
+    )
+    assert created.status_code == 200
+    ids = created.json()["ids"]
+    sim.state.callback_url = "http://127.0.0.1:9/nowhere"
+    sim.state.advance(ids[0], "deliver")
+    assert [lost.id_sms for lost in sim.state.lost] == [ids[0]]  # never pushed
+    rows = sim.state.stat_rows("2026-11-20 08:30:00", "2026-11-20 08:30:59")
+    assert [(r["id_sms"], r["originator"], r["status"]) for r in rows] == [
+        (ids[0], "BANK", "deliver"),
+        (ids[1], "BANK", "send"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        'date_start="2026-13-01"',
+        'date_start="20.11.2026"',
+        'from_hour="24"',
+        'to_minute="x"',
+    ],
+)
+def test_simulator_refuses_bad_dates_like_the_provider(sim: SimulatorServer, fields: str) -> None:
+    body = (
+        f'<request><security><login value="{LOGIN}"/><password value="{PASSWORD}"/></security>'
+        f"<stats {fields}/></request>"
+    )
+    answer = httpx.post(f"{sim.api_url}stats.php", content=body.encode())
+    assert answer.status_code == 200
+    assert "<error>Некорректный формат даты</error>" in answer.text
