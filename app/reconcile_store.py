@@ -35,6 +35,7 @@ LEASE = timedelta(minutes=15)
 MESSAGES = cast(Table, Message.__table__)
 CONTEXT = cast(Table, MessageContext.__table__)
 REPORTS = cast(Table, ReconciliationReport.__table__)
+COMPARED = [column for column in CONTEXT.c if column.name not in ("id_sms", "updated_at")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +65,24 @@ def held(conn: Connection, ids: Collection[str]) -> dict[str, Held]:
 
 
 def upsert_context(conn: Connection, rows: Sequence[Row]) -> None:
+    """Insert new context rows, update changed ones; the same context again writes nothing.
+
+    Re-reading a day (the schedule does, every few hours) mostly finds what it
+    found before; comparing first keeps that run to reads.
+    """
     if not rows:
         return
     ids = [row["id_sms"] for row in rows]
-    query = select(MessageContext.id_sms).where(one_of(CONTEXT.c.id_sms, ids, conn))
-    existing = set(conn.execute(query).scalars())
-    insert_rows(conn, CONTEXT, [row for row in rows if row["id_sms"] not in existing])
-    update_rows(conn, CONTEXT, "id_sms", [row for row in rows if row["id_sms"] in existing])
+    query = select(CONTEXT.c.id_sms, *COMPARED).where(one_of(CONTEXT.c.id_sms, ids, conn))
+    stored = {row[0]: tuple(row[1:]) for row in conn.execute(query)}
+    new = [row for row in rows if row["id_sms"] not in stored]
+    changed = [
+        row
+        for row in rows
+        if row["id_sms"] in stored and tuple(row[c.name] for c in COMPARED) != stored[row["id_sms"]]
+    ]
+    insert_rows(conn, CONTEXT, new)
+    update_rows(conn, CONTEXT, "id_sms", changed)
 
 
 def claim_day(engine: Engine, day: date, owner: str, now: datetime) -> int | None:

@@ -34,14 +34,12 @@ import resource
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, text
 
@@ -50,10 +48,11 @@ from app.config import Settings
 from app.db import create_db_engine
 from app.migrate import upgrade
 from app.models import Message
-from app.provider import TargetSMSClient
+from app.provider import TargetSMSClient, stats_request
 from app.reconcile import Reconciler, day_windows
 from app.reconcile_store import MESSAGES
 from app.simulator import SimulatorState, create_app
+from bench.api_read import scratch_database
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DAY = date(2026, 11, 20)
@@ -136,8 +135,6 @@ async def render(state: SimulatorState, window_minutes: int) -> dict[str, bytes]
     answers: dict[str, bytes] = {}
     async with httpx.AsyncClient(transport=transport) as http:
         for window in day_windows(DAY, window_minutes):
-            from app.provider import stats_request
-
             element = stats_request(window.start, window.stop)
             body = (
                 '<?xml version="1.0" encoding="utf-8"?><request><security>'
@@ -207,14 +204,8 @@ def database(kind: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as directory:
             yield f"sqlite:///{directory}/bench.db"
         return
-    name = f"tsr_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(ADMIN_URL) as url:
+        yield url
 
 
 def run(kind: str, store: int, parts: int, window_minutes: int, runs: int) -> None:

@@ -319,3 +319,20 @@ def test_two_reconcilers_never_work_on_one_day_at_once(
     spans = sorted((run.started_at, run.finished_at) for run in runs)
     for (_, end), (begin, _) in itertools.pairwise(spans):
         assert end <= begin, f"two runs overlapped: {spans}"
+
+
+def test_context_is_written_again_only_when_it_changed(
+    settings: Settings, engine: Engine, sim: SimulatorState
+) -> None:
+    same, renamed = sent(sim, "07:00:00", 2)
+    reconcile(settings, engine, Provider(sim))
+    before = dict(rows(engine, "SELECT id_sms, updated_at FROM message_context"))
+    sim.describe(renamed, originator="RENAMED")
+    reconcile(settings, engine, Provider(sim))
+    after = dict(rows(engine, "SELECT id_sms, updated_at FROM message_context"))
+    assert after[same] == before[same]
+    assert after[renamed] != before[renamed]
+    assert rows(engine, "SELECT originator FROM message_context ORDER BY id_sms") == [
+        ("SHOP",),
+        ("RENAMED",),
+    ]
