@@ -307,7 +307,7 @@ class DayResult:
 
     @property
     def skipped(self) -> bool:
-        return self.report_id is None
+        return self.report_id is None and self.error is None
 
 
 def default_days(settings: Settings, now: datetime) -> list[date]:
@@ -334,8 +334,15 @@ class Reconciler:
         return [await self.day(day) for day in days]
 
     async def day(self, day: date) -> DayResult:
-        report_id = await asyncio.to_thread(claim_day, self.engine, day, self.owner, self.clock())
         tally = Tally()
+        try:
+            report_id = await asyncio.to_thread(
+                claim_day, self.engine, day, self.owner, self.clock()
+            )
+        except SQLAlchemyError as exc:
+            # No report row can say it: the database is what failed.
+            log.warning("reconcile %s: database: %s", day, type(exc).__name__)
+            return DayResult(day, None, tally, f"database: {type(exc).__name__}")
         if report_id is None:
             log.info("reconcile %s: another reconciler is on this day; skipped", day)
             return DayResult(day, None, tally)
@@ -349,7 +356,7 @@ class Reconciler:
             error = str(exc)
         except SQLAlchemyError as exc:
             error = f"database: {type(exc).__name__}"
-        await self._finish(report_id, tally, error)
+        error = await self._finish(report_id, tally, error)
         _log_day(day, tally, error)
         return DayResult(day, report_id, tally, error)
 
@@ -360,8 +367,16 @@ class Reconciler:
                 apply_window, self.engine, self.settings, report_id, answer, tally, self.clock()
             )
 
-    async def _finish(self, report_id: int, tally: Tally, error: str | None) -> None:
-        await asyncio.to_thread(finish, self.engine, report_id, tally.values(), error, self.clock())
+    async def _finish(self, report_id: int, tally: Tally, error: str | None) -> str | None:
+        """Close the report; the error to tell (the database's, if closing failed)."""
+        try:
+            await asyncio.to_thread(
+                finish, self.engine, report_id, tally.values(), error, self.clock()
+            )
+        except SQLAlchemyError as exc:
+            # The row stays "running" until its lease runs out; the next run closes it.
+            return f"database: {type(exc).__name__} (report not closed)"
+        return error
 
 
 def _log_day(day: date, tally: Tally, error: str | None) -> None:

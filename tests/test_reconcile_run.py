@@ -167,3 +167,15 @@ def test_the_schedule_is_off_with_interval_zero(settings: Settings, engine: Engi
     assert asyncio.run(main()) is None
     assert rows(engine, "SELECT id FROM reconciliation_reports") == []
     assert datetime.now(UTC)  # the poller ran and stopped on request
+
+
+def test_a_database_that_is_down_is_a_failed_day_not_a_traceback(
+    settings: Settings, sim: SimulatorServer
+) -> None:
+    down = with_provider(settings, sim, database_url="postgresql://postgres@127.0.0.1:9/none")
+    done = run_cli(down, "reconcile", "--since", str(DAY), "--until", str(DAY))
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"{DAY}: 0 messages" in done.stdout and "FAILED: database: OperationalError" in done.stdout
+    )
+    assert "Traceback" not in done.stderr
