@@ -87,10 +87,11 @@ STORE_SQL = {
 }
 
 
-def settings_for(url: str) -> Settings:
+def settings_for(url: str, window_minutes: int = 1440) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=url,
+        reconcile_window_minutes=window_minutes,
         targetsms_login="bench",
         targetsms_password="bench",  # noqa: S106
         targetsms_api_url=API_URL,
@@ -151,13 +152,13 @@ def _stats_element(request: httpx.Request) -> str:
     return body[body.index("<stats ") : body.index("/>", body.index("<stats ")) + 2]
 
 
-def child(url: str, answers_path: str, queue: Any) -> None:
+def child(url: str, window_minutes: int, answers_path: str, queue: Any) -> None:
     """One reconciliation in a fresh process: seconds, counts, peak RSS."""
     answers: dict[str, bytes] = pickle.loads(Path(answers_path).read_bytes())  # noqa: S301
     transport = httpx.MockTransport(
         lambda request: httpx.Response(200, content=answers[_stats_element(request)])
     )
-    settings = settings_for(url)
+    settings = settings_for(url, window_minutes)
     engine = create_db_engine(settings)
 
     async def run() -> Any:
@@ -168,17 +169,23 @@ def child(url: str, answers_path: str, queue: Any) -> None:
             return await Reconciler(settings, engine, client).run([DAY])
 
     started = time.perf_counter()
-    (result,) = asyncio.run(run())
+    try:
+        (result,) = asyncio.run(run())
+    except Exception as exc:  # the parent waits on the queue: always answer it
+        queue.put((0.0, {}, repr(exc), 0.0))
+        raise
     seconds = time.perf_counter() - started
     engine.dispose()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put((seconds, result.tally.values(), result.error, peak_mb))
 
 
-def reconcile_once(url: str, answers_path: str) -> tuple[float, dict[str, Any], float]:
+def reconcile_once(
+    url: str, window_minutes: int, answers_path: str
+) -> tuple[float, dict[str, Any], float]:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=child, args=(url, answers_path, queue))
+    process = context.Process(target=child, args=(url, window_minutes, answers_path, queue))
     process.start()
     seconds, tally, error, peak_mb = queue.get(timeout=1800)
     process.join()
@@ -225,7 +232,7 @@ def run(kind: str, store: int, parts: int, window_minutes: int, runs: int) -> No
         del answers, state
         floors = [floor_once(engine, ids) for _ in range(3)]
         for number in range(1, runs + 1):
-            seconds, tally, peak_mb = reconcile_once(url, str(path))
+            seconds, tally, peak_mb = reconcile_once(url, window_minutes, str(path))
             floors.append(floor_once(engine, ids))
             counts = {k: tally[k] for k in ("parts", "messages", "added", "updated", "flagged")}
             print(
