@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import uvicorn
 
-from app import cli_doctor, cli_provider, cli_webhooks
+from app import cli_doctor, cli_provider, cli_reconcile, cli_webhooks
 from app import migrate as migrations
 from app.config import Settings
 from app.db import create_db_engine
@@ -94,3 +94,4 @@ main.add_command(cli_provider.simulator)
 main.add_command(cli_doctor.doctor)
 main.add_command(cli_webhooks.webhooks)  # outbound webhooks (issue 11)
 main.add_command(cli_webhooks.deliver)
+main.add_command(cli_reconcile.reconcile)  # reconciliation (issue 12)

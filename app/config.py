@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     def _webhook_networks(cls, value: list[IPNetwork]) -> list[IPNetwork]:
         return [ipaddress.ip_network(net, strict=False) for net in value]
 
+    # Reconciliation against stats.php (issue 12).
+    reconcile_interval_minutes: int = Field(default=360, ge=0)  # 0: the poller does not run it
+    reconcile_window_minutes: int = Field(default=1440, ge=1, le=1440)  # the first window asked
+    reconcile_store_text: bool = False  # the text is personal data
+
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"
     )

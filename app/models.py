@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -217,3 +218,56 @@ class WebhookAttempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_webhook_attempts_subscription", "subscription_id", "id"),)
+
+
+# --- Reconciliation against stats.php (issue 12) ------------------------------------
+# `message_context`: what the provider's statistics say about a message besides
+# its status (the status itself goes through the write path, into `messages`).
+# `reconciliation_reports`: one row per day per run; a row still "running"
+# with `lease_until` ahead is that day's lease (one reconciler per day).
+
+CONTEXT_FIELD_LENGTH = 128
+PHONE_LENGTH = 32
+PRICE_LENGTH = 32
+REPORT_ERROR_LENGTH = 500
+
+
+class MessageContext(Base):
+    __tablename__ = "message_context"
+
+    id_sms: Mapped[str] = mapped_column(String(ID_SMS_LENGTH), primary_key=True)
+    originator: Mapped[str | None] = mapped_column(String(CONTEXT_FIELD_LENGTH))
+    name_delivery: Mapped[str | None] = mapped_column(String(CONTEXT_FIELD_LENGTH))
+    operator: Mapped[str | None] = mapped_column(String(CONTEXT_FIELD_LENGTH))
+    phone: Mapped[str | None] = mapped_column(String(PHONE_LENGTH))  # masked by the provider
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    sent_time_raw: Mapped[str | None] = mapped_column(String(TIME_RAW_LENGTH))
+    num_parts: Mapped[int] = mapped_column(Integer)  # the parts the statistics listed
+    # The price of one part, and the exact sum over the parts, as decimal strings.
+    price: Mapped[str | None] = mapped_column(String(PRICE_LENGTH))
+    cost: Mapped[str | None] = mapped_column(String(PRICE_LENGTH))
+    text: Mapped[str | None] = mapped_column(Text)  # only with RECONCILE_STORE_TEXT=true
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReconciliationReport(Base):
+    __tablename__ = "reconciliation_reports"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)  # in the account's zone
+    status: Mapped[str] = mapped_column(String(16))  # running, done, failed
+    owner: Mapped[str] = mapped_column(String(64))  # host:pid of the reconciler
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    windows: Mapped[int] = mapped_column(Integer, default=0)  # stats.php answers used
+    parts: Mapped[int] = mapped_column(Integer, default=0)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    provider_counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON: status -> messages
+    our_counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON, before this run
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    flagged: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(REPORT_ERROR_LENGTH))
+
+    __table_args__ = (Index("ix_reconciliation_reports_day_status", "day", "status"),)

@@ -59,6 +59,7 @@ from app.provider import (
     ProviderUnavailable,
     TargetSMSClient,
 )
+from app.reconcile import start_schedule
 from app.store import one_of, store_states
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class Poller:
     async def run(self, *, once: bool = False) -> PassResult:
         """Passes until `stop` is set (or one, with `once`); the last pass's result."""
         await self.check_credentials()
+        # Reconciliation against stats.php runs beside the passes until `stop` (issue 12).
+        self.reconciling = None if once else start_schedule(self, self.stop)
         failures = 0
         while True:
             await self._before_pass()

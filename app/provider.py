@@ -44,6 +44,7 @@ __all__ = [
     "ID_SMS",
     "AccountBlocked",
     "AuthenticationFailed",
+    "BadDate",
     "Balance",
     "MalformedRequest",
     "NoPostData",
@@ -53,6 +54,8 @@ __all__ = [
     "ProviderRejected",
     "ProviderUnavailable",
     "SmsLeft",
+    "StatRow",
+    "StatsAnswer",
     "TargetSMSClient",
     "account_time",
     "balance",
@@ -256,6 +259,14 @@ class TargetSMSClient:
         polled = (_polled_state(element) for element in root.findall("state"))
         return [state for state in polled if state is not None]
 
+    # stats.php (issue 12)
+    async def stats(self, start: datetime, stop: datetime) -> StatsAnswer:
+        """Per-part rows of the messages sent from minute `start` through minute `stop`.
+
+        Both are provider wall-clock (naive) times, in the account's zone.
+        """
+        return _stats_answer(await self._call("stats.php", stats_request(start, stop)))
+
     async def _call(self, endpoint: str, payload: str) -> Element:
         status, content = await self._post(endpoint, self._document(payload))
         return _answer(endpoint, status, content)
@@ -389,3 +400,119 @@ def _sms_left(element: Element) -> SmsLeft | None:
     if not _SMS_LEFT.fullmatch(count) or not area:
         return None
     return SmsLeft(area, int(count))
+
+
+# --- stats.php: per-part statistics for reconciliation (issue 12) ---------------------
+
+
+class BadDate(ProviderRejected):
+    """ "Некорректный формат даты" (bad date)."""
+
+
+class UnknownOperator(ProviderRejected):
+    pass
+
+
+_REJECTIONS |= {
+    _sentence_key("Некорректный формат даты"): BadDate,
+    _sentence_key("Такой оператор не обнаружен"): UnknownOperator,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StatRow:
+    """One `<stat>` of a stats.php answer: one *part* of a message.
+
+    Times are provider wall-clock strings (`time` is when it was sent,
+    `time_change_state` its last status change, "" when none); `price` is the
+    price of this part as the provider wrote it (a decimal string).
+    """
+
+    id_sms: str
+    status: str
+    time_change_state: str
+    time: str
+    originator: str
+    name_delivery: str
+    operator: str
+    phone: str
+    part_no: int | None
+    num_parts: int | None
+    price: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatsAnswer:
+    rows: list[StatRow]
+    skipped: int  # <stat> elements without a valid id or status
+    # num_stats as announced. The manual sets no limit on an answer; if one is
+    # ever cut short, an announced total above the rows given says so.
+    announced: int | None
+
+    @property
+    def truncated(self) -> bool:
+        return self.announced is not None and self.announced > len(self.rows) + self.skipped
+
+
+def stats_request(start: datetime, stop: datetime) -> str:
+    """The `<stats>` element for sends from minute `start` through minute `stop` (inclusive).
+
+    Both are provider wall-clock (naive) times; the hour and minute fields
+    count together with the dates, so any minute-aligned window can be asked.
+    """
+    if stop < start:
+        raise ValueError("stop is before start")
+    fields = {
+        "date_start": start.strftime("%Y-%m-%d"),
+        "date_stop": stop.strftime("%Y-%m-%d"),
+        "state": "",
+        "originator": "",
+        "phone": "",
+        "operator": "",
+        "from_hour": start.strftime("%H"),
+        "from_minute": start.strftime("%M"),
+        "to_hour": stop.strftime("%H"),
+        "to_minute": stop.strftime("%M"),
+    }
+    return "<stats " + " ".join(f'{k}="{v}"' for k, v in fields.items()) + "/>"
+
+
+def _small_int(value: str) -> int | None:
+    return int(value) if _NUM_PARTS.fullmatch(value) else None
+
+
+def _stat_row(element: Element) -> StatRow | None:
+    get = element.get
+    id_sms, status = get("id_sms", ""), get("status", "").strip()
+    if not ID_SMS.fullmatch(id_sms) or not status:
+        return None
+    price = get("price", "").strip()
+    return StatRow(
+        id_sms=id_sms,
+        status=status,
+        time_change_state=get("time_change_state", "").strip(),
+        time=get("time", "").strip(),
+        originator=get("originator", ""),
+        name_delivery=get("name_delivery", ""),
+        operator=get("operator", ""),
+        phone=get("phone", ""),
+        part_no=_small_int(get("part_no", "")),
+        num_parts=_small_int(get("num_parts", "")),
+        price=price if _PRICE.fullmatch(price) else None,
+        text=get("text", ""),
+    )
+
+
+def _stats_answer(root: Element) -> StatsAnswer:
+    stats = root.find("stats")
+    if stats is None:
+        raise ProviderProtocolError("stats.php: answer has no <stats>")
+    rows, skipped = [], 0
+    for element in stats.iterfind("stat"):
+        row = _stat_row(element)
+        if row is None:
+            skipped += 1
+        else:
+            rows.append(row)
+    return StatsAnswer(rows, skipped, _small_int(stats.get("num_stats", "").strip()))

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import re
 import secrets
 import socket
 import threading
@@ -144,6 +145,10 @@ class SimulatorState:
         self._lost: list[PushedState] = []
         self._state_requests: list[tuple[str, ...]] = []
         self.account = SimAccount(Decimal(balance))  # selfheal: balance.php, silence
+        # stats.php (issue 12): what was sent, and the most rows one answer may hold.
+        self._sent: dict[str, SentRecord] = {}
+        self._stats_requests: list[tuple[str, str]] = []
+        self.stats_limit: int | None = None
 
     def __repr__(self) -> str:
         return f"SimulatorState(messages={len(self._messages)}, url={self.callback_url!r})"
@@ -172,6 +177,7 @@ class SimulatorState:
             message = SimMessage(id_sms, num_parts=num_parts, price=price)
             self._messages[id_sms] = message
             self.account.spend(num_parts, price)
+            self._sent[id_sms] = SentRecord.default(id_sms, self._now())
             return message
 
     def create(self, count: int, *, num_parts: int = 1, price: str = "1.15") -> list[str]:
@@ -319,6 +325,35 @@ class SimulatorState:
         with self._cond:
             return self._now()
 
+    # --- stats.php (issue 12) -----------------------------------------------------
+
+    def today(self) -> str:
+        return self._now()[:10]
+
+    def describe(self, id_sms: str, **fields: str) -> SentRecord:
+        """Change what stats.php tells about a sent message (`time` moves its send time)."""
+        with self._cond:
+            record = dataclasses.replace(self._sent[id_sms], **fields)
+            self._sent[id_sms] = record
+            return record
+
+    def stat_rows(self, start: str, stop: str) -> list[dict[str, str]]:
+        """One stats.php row per part of each message sent in [start, stop] (wall clock)."""
+        with self._cond:
+            self._stats_requests.append((start, stop))
+            sent = [(i, r) for i, r in self._sent.items() if start <= r.time <= stop]
+            return [
+                row
+                for id_sms, record in sorted(sent, key=lambda item: (item[1].time, item[0]))
+                for row in _part_rows(self._messages[id_sms], record)
+            ]
+
+    @property
+    def stats_requests(self) -> list[tuple[str, str]]:
+        """The (start, stop) window of every authenticated stats.php request."""
+        with self._cond:
+            return list(self._stats_requests)
+
 
 # --- selfheal: the account's money, and silence ------------------------------------
 
@@ -359,6 +394,106 @@ class SimAccount:
 
     def summary(self) -> dict[str, object]:
         return {"money": str(self.money), "sms": self.sms_left(), "silent": self.silent}
+
+
+# --- stats.php (issue 12) ---------------------------------------------------------
+
+BAD_DATE = "Некорректный формат даты"
+# The manual names no limit on an answer, so no sentence for it either: the
+# simulator's own, to make a reconciler split its windows.
+TOO_MANY_ROWS = "Слишком много данных, уменьшите период"
+_STATS_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TWO_DIGITS = re.compile(r"[0-9]{1,2}")
+
+
+@dataclass(frozen=True, slots=True)
+class SentRecord:
+    """What the provider's statistics tell about a sent message, besides its status."""
+
+    time: str  # sent, provider wall clock
+    originator: str = "SENDER_1"
+    name_delivery: str = "API"
+    operator: str = "Beeline"
+    phone: str = "7900000****"
+    text: str = "Test message"
+
+    @classmethod
+    def default(cls, id_sms: str, now: str) -> SentRecord:
+        return cls(time=now, phone=f"79{id_sms[-5:].rjust(5, '0')}****")
+
+
+def _part_rows(message: SimMessage, record: SentRecord) -> list[dict[str, str]]:
+    parts = max(1, message.num_parts)
+    size = -(-len(record.text) // parts)
+    return [
+        {
+            "id_sms": message.id_sms,
+            "id_state": f"{message.id_sms}{part:02d}",
+            "operator": record.operator,
+            "name_delivery": record.name_delivery,
+            "phone": record.phone,
+            "originator": record.originator,
+            "time_change_state": message.time,
+            "time": record.time,
+            "status": message.status,
+            "text": record.text[(part - 1) * size : part * size],
+            "price": message.price,
+            "part_no": str(part),
+            "num_parts": str(parts),
+        }
+        for part in range(1, parts + 1)
+    ]
+
+
+def _stats_bound(element: Element, fields: tuple[str, str, str], today: str, end: bool) -> str:
+    """`YYYY-MM-DD hh:mm:ss` from one end's date, hour and minute fields (or defaults)."""
+    day, hour, minute = (element.get(name) or "" for name in fields)
+    day = day or today
+    hour, minute = hour or ("23" if end else "00"), minute or ("59" if end else "00")
+    if not (
+        _STATS_DATE.fullmatch(day) and _TWO_DIGITS.fullmatch(hour) and _TWO_DIGITS.fullmatch(minute)
+    ):
+        raise _Refused(BAD_DATE)
+    try:
+        moment = datetime.strptime(f"{day} {hour}:{minute}", "%Y-%m-%d %H:%M")
+    except ValueError:
+        raise _Refused(BAD_DATE) from None
+    return moment.strftime("%Y-%m-%d %H:%M:") + ("59" if end else "00")
+
+
+async def _stats_php(request: Request) -> Response:
+    element = (await _provider_request(request)).find("stats")
+    if element is None:
+        raise _Refused(MALFORMED)
+    state = _simulator(request)
+    today = state.today()
+    start = _stats_bound(element, ("date_start", "from_hour", "from_minute"), today, end=False)
+    stop = _stats_bound(element, ("date_stop", "to_hour", "to_minute"), today, end=True)
+    rows = [
+        row
+        for row in state.stat_rows(start, stop)
+        if element.get("state") in (None, "", row["status"])
+        and element.get("originator") in (None, "", row["originator"])
+    ]
+    if state.stats_limit is not None and len(rows) > state.stats_limit:
+        raise _Refused(TOO_MANY_ROWS)
+    root = Element("response")
+    stats = SubElement(root, "stats", num_stats=str(len(rows)))
+    for row in rows:
+        SubElement(stats, "stat", row)
+    return _xml_response(root)
+
+
+def _describe_created(state: SimulatorState, ids: Sequence[str], data: dict[str, Any]) -> None:
+    fields = {key: str(data[key]) for key in SENT_FIELDS if key in data}
+    for id_sms in ids:
+        if fields:
+            state.describe(id_sms, **fields)
+        if data.get("push") is False:
+            state.lose(id_sms)
+
+
+SENT_FIELDS = ("time", "originator", "name_delivery", "operator", "phone", "text")
 
 
 # --- Pushing statuses to the callback URL ---------------------------------------
@@ -562,6 +697,7 @@ async def _create_messages(request: Request) -> Response:
             ids = state.create(int(data.get("count", 1)), **extra)
     except (ValueError, TypeError) as exc:
         raise HTTPException(400, str(exc)) from None
+    _describe_created(state, ids, data)  # issue 12: sent time, sender, text; "push": false
     return JSONResponse({"ids": ids})
 
 
@@ -637,6 +773,7 @@ def create_app(
         Route("/sim/messages/{id_sms}/advance", _advance_message, methods=["POST"]),
         Route("/sim/messages/{id_sms}/lose", _lose_message, methods=["POST"]),
         Route("/sim/flush", _flush, methods=["POST"]),
+        Route(f"{prefix}/stats.php", _stats_php, methods=["POST"]),  # issue 12
     ]
     app = Starlette(routes=routes, exception_handlers={_Refused: _refused}, lifespan=lifespan)
     app.state.simulator = state
@@ -732,6 +869,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m app.simulator
     parser.add_argument("--loss-rate", type=float, default=0.0, help="share of pushes dropped")
     parser.add_argument("--zone", default="Europe/Moscow", help="the account's time zone")
     parser.add_argument("--balance", default="10000", help="the account's money at start")
+
+    parser.add_argument(
+        "--stats-limit", type=int, default=None, help="most rows in one stats.php answer"
+    )
     args = parser.parse_args(argv)
     state = SimulatorState(
         args.login,
@@ -742,6 +883,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m app.simulator
         zone=args.zone,
         balance=args.balance,
     )
+    state.stats_limit = args.stats_limit
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run(create_app(state, prefix=args.prefix), host=args.host, port=args.port)
 

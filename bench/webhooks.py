@@ -39,8 +39,9 @@ import uvloop
 
 from app.config import Settings
 from app.db import create_db_engine, write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.protocol import IncomingState
+from app.store import store_batch
 from bench.loadgen import Connections, callback_body, exchange, percentile
 from bench.run import _free_port, fresh_database
 

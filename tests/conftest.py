@@ -37,6 +37,8 @@ TEST_TOKEN = "test-callback-token-0123456789abcdefghijklmnopqrstu"
 TABLES = ("messages", "events", "documents", "instance_settings")
 # Outbound webhooks (issue 11).
 TABLES += ("webhook_subscriptions", "webhook_attempts")
+# Reconciliation (issue 12).
+TABLES += ("message_context", "reconciliation_reports")
 
 
 def in_ci() -> bool:

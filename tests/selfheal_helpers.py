@@ -8,9 +8,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import Engine
 
 from app.db import write_transaction
-from app.ingest import Submission, store_batch
+from app.ingest import Submission
 from app.protocol import IncomingState
 from app.selfheal_metrics import SelfHealCollector
+from app.store import store_batch
 from app.tracking import Sent, track
 
 

@@ -56,7 +56,7 @@ class Event(BaseModel):
     status_at: datetime | None = Field(
         description="`time_raw` read in TARGETSMS_TIMEZONE, in UTC; null if unreadable."
     )
-    source: str = Field(description='"callback" or "poll".')
+    source: str = Field(description='"callback", "poll" or "reconcile".')
     conflict: bool = Field(description="A second, different final status: kept, not applied.")
     num_parts: int | None
     price: str | None = Field(description="As the provider wrote it (a decimal string).")
@@ -76,7 +76,7 @@ class MessageSummary(BaseModel):
     num_parts: int | None
     price: str | None = Field(description="As the provider wrote it (a decimal string).")
     source: str | None = Field(
-        description='Where the current status came from: "callback", "poll".'
+        description='Where the current status came from: "callback", "poll", "reconcile".'
     )
     conflict: bool = Field(description="A conflicting second final status was received.")
     first_seen_at: datetime

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import admin, changes, messages, stats, tracking, webhooks
+from app.api import admin, changes, costs, messages, reconciliations, stats, tracking, webhooks
 
 PREFIX = "/api/v1"
 
@@ -19,3 +19,5 @@ router.include_router(stats.router)
 router.include_router(tracking.router)
 router.include_router(admin.router)
 router.include_router(webhooks.router)
+router.include_router(reconciliations.router)
+router.include_router(costs.router)
