@@ -7,14 +7,9 @@ from datetime import datetime, timedelta
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
-    MetaData,
-    Table,
     func,
-    inspect,
-    or_,
     select,
 )
 
@@ -22,7 +17,7 @@ from app import heartbeats
 from app.config import Settings
 from app.findings import Finding, fail, ok, warn
 from app.migrate import alembic_config
-from app.models import Message
+from app.models import Message, ReconciliationReport, WebhookSubscription
 from app.poller import MAX_BACKOFF_SECONDS
 from app.silence import callback_silence
 
@@ -88,53 +83,53 @@ def poller(conn: Connection, settings: Settings, now: datetime) -> Finding:
 
 
 def reconciliation(conn: Connection) -> Finding:
-    # The table comes with reconciliation (another branch): read generically until merged.
-    never = warn(
-        "reconciliation", "no reconciliation has run", "run `targetsms-receiver reconcile`"
-    )
-    table = _table(conn, "reconciliation_reports")
-    if table is None:
-        return never
-    names = ("finished_at", "created_at", "ran_at", "day")
-    order = next((table.c[n] for n in names if n in table.c), None)
-    if order is None:
-        order = next(iter(table.primary_key.columns))
-    row = conn.execute(select(table).order_by(order.desc()).limit(1)).mappings().first()
-    if row is None:
-        return never
-    if row.get("error"):
+    """The newest finished report: a failed day is a warning (the next run retries it)."""
+    last = conn.execute(
+        select(ReconciliationReport)
+        .where(ReconciliationReport.status != "running")
+        .order_by(ReconciliationReport.id.desc())
+        .limit(1)
+    ).first()
+    if last is None:
         return warn(
-            "reconciliation", f"the last report has an error: {row['error']}", "see its log"
+            "reconciliation", "no reconciliation has run", "run `targetsms-receiver reconcile`"
         )
-    return ok("reconciliation", f"last report: {order.key} {row[order.key]}")
+    if last.status == "failed" or last.error:
+        return warn(
+            "reconciliation",
+            f"the last report (day {last.day}) has an error: {last.error}",
+            "see the poller's log; `targetsms-receiver reconcile` retries the day",
+        )
+    return ok(
+        "reconciliation",
+        f"last report: day {last.day}, {last.added} added, {last.updated} updated, "
+        f"{last.flagged} flagged",
+    )
 
 
 def webhooks(conn: Connection) -> Finding:
-    # The table comes with webhooks (another branch): read generically until merged.
-    table = _table(conn, "webhook_subscriptions")
-    if table is None:
-        return ok("webhooks", "no webhook subscriptions")
-    total = conn.scalar(select(func.count()).select_from(table)) or 0
-    marks: list[ColumnElement[bool]] = [
-        table.c[n].isnot(None) for n in ("failing_since", "disabled_at") if n in table.c
-    ]
-    marks += [table.c[n] > 0 for n in ("consecutive_failures", "failures") if n in table.c]
-    failing = 0
-    if marks:
-        failing = conn.scalar(select(func.count()).select_from(table).where(or_(*marks))) or 0
-    if failing:
+    """Stopped subscriptions (retries ran out) FAIL: nothing reaches them any more."""
+    subs = WebhookSubscription
+    total = conn.scalar(select(func.count()).select_from(subs)) or 0
+    stopped = conn.scalar(
+        select(func.count()).where(subs.enabled.is_(False), subs.disabled_reason == "failing")
+    )
+    retrying = conn.scalar(
+        select(func.count()).where(subs.enabled.is_(True), subs.failing_since.isnot(None))
+    )
+    if stopped:
+        return fail(
+            "webhooks",
+            f"{stopped} of {total} subscriptions stopped: their retries ran out",
+            "fix the receiver, then `targetsms-receiver webhooks resume ID`",
+        )
+    if retrying:
         return warn(
             "webhooks",
-            f"{failing} of {total} subscriptions failing",
-            "see the webhook attempts and the receivers' logs",
+            f"{retrying} of {total} subscriptions failing (being retried)",
+            "see GET /api/v1/admin/webhooks/ID/attempts and the receivers' logs",
         )
     return ok("webhooks", f"{total} subscriptions, none failing")
-
-
-def _table(conn: Connection, name: str) -> Table | None:
-    if not inspect(conn).has_table(name):
-        return None
-    return Table(name, MetaData(), autoload_with=conn)
 
 
 def _moment(value: object) -> datetime | None:

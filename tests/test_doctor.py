@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, update
 
 from app import heartbeats
 from app.config import Settings
@@ -22,6 +22,7 @@ from app.doctor import stored_token
 from app.doctor_local import reconciliation, webhooks
 from app.doctor_remote import callback_url
 from app.migrate import alembic_config, upgrade
+from app.models import ReconciliationReport, WebhookSubscription
 from app.simulator import SimulatorServer, SimulatorState
 from app.tokens import callback_path
 from tests.conftest import TEST_TOKEN, LiveServer, free_port, rows
@@ -209,30 +210,55 @@ def test_without_a_token_the_url_is_not_compared_and_none_is_made(
 
 
 @PROVIDER_SIDE
-def test_reconciliation_and_webhook_tables_are_read_when_they_exist(
+def test_the_last_reconciliation_and_failing_webhooks_are_reported(
     settings: Settings, engine: Engine
 ) -> None:
     with engine.connect() as conn:
         assert reconciliation(conn).detail == "no reconciliation has run"
         assert webhooks(conn).level.value == "OK"
+    now = datetime.now(UTC)
+    report = {"owner": "test", "started_at": now, "finished_at": now, "added": 0, "error": None}
+    subscription = {
+        "url": "https://x.example/",
+        "secret": "whsec_x",
+        "created_at": now,
+        "updated_at": now,
+    }
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE reconciliation_reports (id INTEGER PRIMARY KEY, day TEXT, "
-            "finished_at TEXT, error TEXT)"
+        conn.execute(
+            insert(ReconciliationReport),
+            [
+                report | {"day": date(2026, 11, 27), "status": "done", "added": 3},
+                report | {"day": date(2026, 11, 28), "status": "failed", "error": "timeout"},
+                report | {"day": date(2026, 11, 29), "status": "running"},
+            ],
         )
-        conn.exec_driver_sql(
-            "CREATE TABLE webhook_subscriptions (id INTEGER PRIMARY KEY, failing_since TEXT)"
+        conn.execute(
+            insert(WebhookSubscription),
+            [
+                subscription | {"failing_since": None},
+                subscription | {"failing_since": now},
+            ],
         )
-        conn.exec_driver_sql(
-            "INSERT INTO reconciliation_reports VALUES (1, '2026-11-27', '2026-11-28 01:00', "
-            "NULL), (2, '2026-11-28', '2026-11-29 01:00', 'stats.php: ReadTimeout')"
-        )
-        conn.exec_driver_sql("INSERT INTO webhook_subscriptions VALUES (1, NULL), (2, 'x')")
     with engine.connect() as conn:
-        last = reconciliation(conn)
-        hooks = webhooks(conn)
+        last, hooks = reconciliation(conn), webhooks(conn)
     assert (last.level.value, last.detail) == (
         "WARN",
-        "the last report has an error: stats.php: ReadTimeout",
+        "the last report (day 2026-11-28) has an error: timeout",
     )
-    assert (hooks.level.value, hooks.detail) == ("WARN", "1 of 2 subscriptions failing")
+    assert (hooks.level.value, hooks.detail) == (
+        "WARN",
+        "1 of 2 subscriptions failing (being retried)",
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            update(WebhookSubscription)
+            .where(WebhookSubscription.failing_since.isnot(None))
+            .values(enabled=False, disabled_reason="failing")
+        )
+    with engine.connect() as conn:
+        stopped = webhooks(conn)
+    assert (stopped.level.value, stopped.detail) == (
+        "FAIL",
+        "1 of 2 subscriptions stopped: their retries ran out",
+    )
