@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: int = Field(default=20, gt=0)
     shutdown_delay_seconds: float = Field(default=0.0, ge=0)
 
+    # --- dashboard (issue 13, app/ui/) ---
+    # Signs the dashboard's session cookies; unset: generated once, kept in the database.
+    session_secret: SecretStr | None = None
+    session_max_age_hours: float = Field(default=12.0, gt=0)
+    ui_login_attempts_per_minute: int = Field(default=10, gt=0)
+    ui_refresh_seconds: float = Field(default=15.0, gt=0)
+
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"
     )

@@ -17,6 +17,8 @@ from app.network import trust_proxies
 from app.retention import purge_periodically
 from app.runtime import Runtime
 from app.tokens import callback_token
+from app.ui.state import ui_state
+from app.ui.web import install as install_ui
 from app.writer import Writer
 
 
@@ -36,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
         token = callback_token(settings, engine)
         app.state.runtime = Runtime(settings, engine, writer, token)
         app.state.health = health.Health(engine)
+        app.state.ui = ui_state(settings, engine)  # dashboard (issue 13)
         unwatch = app.state.health.watch_signals(settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
         try:
@@ -59,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tracking.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    install_ui(app)  # dashboard (issue 13): /ui/
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

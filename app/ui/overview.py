@@ -1,0 +1,215 @@
+"""The overview's figures: counts by status, the chart's series, callbacks, pending, heartbeats."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from app.models import Document, InstanceSetting, Message
+from app.ui.buckets import Counts, EventBuckets, bucket_of
+from app.ui.i18n import FINAL_STATUSES, N_
+
+# Keys written by the background roles (COMMON "Shared facts"; selfheal writes them).
+POLLER_KEY = "poller.last_pass"
+CALLBACK_CHECK_KEY = "callback_url.last_check"
+CALLBACK_SILENCE_MINUTES = 30
+# A message counts as "young" for the silence check when first seen within this.
+YOUNG_HOURS = 24
+PENDING_AGES = (
+    (timedelta(hours=1), N_("under 1 hour")),
+    (timedelta(hours=6), N_("1 to 6 hours")),
+    (timedelta(hours=24), N_("6 to 24 hours")),
+    (timedelta(hours=72), N_("1 to 3 days")),
+)
+OLDEST_AGE = N_("over 3 days")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    name: str
+    by_status: dict[str, int]
+    final: int
+    delivered: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.delivered / self.final if self.final else None
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    label: str
+    start: datetime  # UTC
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Callbacks:
+    last_minute: int
+    per_minute_5: float
+    per_minute_60: float
+    last_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    now: datetime
+    periods: list[Period]
+    series: list[tuple[Interval, dict[str, int]]]
+    callbacks: Callbacks
+    pending: list[tuple[str, int]]
+    backlog: int
+    given_up: int
+    poller: dict[str, Any] | None
+    callback_check: dict[str, Any] | None
+    silent: bool
+
+
+def build(
+    conn: Connection, buckets: EventBuckets, zone: ZoneInfo, chart: str, now: datetime
+) -> Overview:
+    periods = _periods(now, zone)
+    series = chart_intervals(now, zone, chart)
+    first = min(bucket_of(start) for _, start in [*periods, ("", series[0].start)])
+    counts = buckets.counts(conn, first, now)
+    callbacks = _callbacks(conn, now)
+    pending, given_up = _pending(conn, now)
+    return Overview(
+        now=now,
+        periods=[_period(name, counts, start) for name, start in periods],
+        series=[(interval, _sum(counts, interval.start, interval.end)) for interval in series],
+        callbacks=callbacks,
+        pending=pending,
+        backlog=sum(count for _, count in pending),
+        given_up=given_up,
+        poller=heartbeat(conn, POLLER_KEY),
+        callback_check=heartbeat(conn, CALLBACK_CHECK_KEY),
+        silent=callbacks_silent(conn, now, callbacks.last_at),
+    )
+
+
+def _periods(now: datetime, zone: ZoneInfo) -> list[tuple[str, datetime]]:
+    midnight = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    return [
+        (N_("Today"), midnight.astimezone(UTC)),
+        (N_("7 days"), now - timedelta(days=7)),
+        (N_("30 days"), now - timedelta(days=30)),
+    ]
+
+
+def _period(name: str, counts: Counts, start: datetime) -> Period:
+    by_status = _sum(counts, start, None)
+    final = sum(by_status.get(status, 0) for status in FINAL_STATUSES)
+    return Period(name, dict(sorted(by_status.items())), final, by_status.get("deliver", 0))
+
+
+def _sum(counts: Counts, start: datetime, end: datetime | None) -> dict[str, int]:
+    first, last = bucket_of(start), bucket_of(end) if end is not None else None
+    total: dict[str, int] = {}
+    for bucket, by_status in counts.items():
+        if bucket >= first and (last is None or bucket < last):
+            for status, count in by_status.items():
+                total[status] = total.get(status, 0) + count
+    return total
+
+
+def chart_intervals(now: datetime, zone: ZoneInfo, chart: str) -> list[Interval]:
+    """The last 24 local hours ("day"), or the last 30 local days ("month")."""
+    local = now.astimezone(zone)
+    if chart == "month":
+        today = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        starts = [_local_day(today, -days, zone) for days in range(29, -2, -1)]
+        return [
+            Interval(start.strftime("%d.%m"), start.astimezone(UTC), end.astimezone(UTC))
+            for start, end in itertools.pairwise(starts)
+        ]
+    hour = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+    return [
+        Interval(
+            (hour - timedelta(hours=n)).astimezone(zone).strftime("%H:00"),
+            hour - timedelta(hours=n),
+            hour - timedelta(hours=n - 1),
+        )
+        for n in range(23, -1, -1)
+    ]
+
+
+def _local_day(today: datetime, days: int, zone: ZoneInfo) -> datetime:
+    # Through the date, so a DST change gives a 23- or 25-hour day, not a shifted midnight.
+    day = (today + timedelta(days=days, hours=12)).date()
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def _callbacks(conn: Connection, now: datetime) -> Callbacks:
+    received = Document.received_at
+
+    def since(minutes: int) -> Any:
+        return func.count().filter(received >= now - timedelta(minutes=minutes))
+
+    query = select(since(1), since(5), since(60)).where(received >= now - timedelta(hours=1))
+    one, five, sixty = conn.execute(query).one()
+    last_at = conn.scalar(select(func.max(received)))
+    return Callbacks(one, five / 5, sixty / 60, _aware(last_at))
+
+
+def _pending(conn: Connection, now: datetime) -> tuple[list[tuple[str, int]], int]:
+    """Messages waiting for a final status, by age (first seen), and those given up on."""
+    age = case(
+        *[(Message.first_seen_at >= now - age, n) for n, (age, _) in enumerate(PENDING_AGES)],
+        else_=len(PENDING_AGES),
+    )
+    query = (
+        select(age, func.count())
+        .where(Message.final.is_(False), Message.given_up_at.is_(None))
+        .group_by(age)
+    )
+    by_age: dict[int, int] = {int(age): count for age, count in conn.execute(query)}
+    labels = [label for _, label in PENDING_AGES] + [OLDEST_AGE]
+    given_up = conn.scalar(
+        select(func.count()).where(Message.final.is_(False), Message.given_up_at.is_not(None))
+    )
+    return [(label, by_age.get(index, 0)) for index, label in enumerate(labels)], given_up or 0
+
+
+def callbacks_silent(conn: Connection, now: datetime, last_callback_at: datetime | None) -> bool:
+    """No callback for CALLBACK_SILENCE_MINUTES while young messages, which have had
+    that long to get a status, are still waiting for one."""
+    quiet_since = now - timedelta(minutes=CALLBACK_SILENCE_MINUTES)
+    if last_callback_at is not None and last_callback_at >= quiet_since:
+        return False
+    waiting = select(Message.id).where(
+        Message.final.is_(False),
+        Message.given_up_at.is_(None),
+        and_(
+            Message.first_seen_at >= now - timedelta(hours=YOUNG_HOURS),
+            Message.first_seen_at < quiet_since,
+        ),
+    )
+    return conn.scalar(waiting.limit(1)) is not None
+
+
+def heartbeat(conn: Connection, key: str) -> dict[str, Any] | None:
+    """The JSON object a background role keeps under `key`, with `at` parsed; None if absent."""
+    raw = conn.scalar(select(InstanceSetting.value).where(InstanceSetting.key == key))
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        at = datetime.fromisoformat(value["at"]) if value.get("at") else None
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return {"at": None, "error": "unreadable heartbeat"}
+    if not isinstance(value, dict):
+        return {"at": None, "error": "unreadable heartbeat"}
+    return value | {"at": _aware(at)}
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,154 @@
+"""What every dashboard request starts from: the app's UI state and the request's view.
+
+`View` is the request seen by a page: its session (a fresh anonymous one is
+made, and its cookie set, when there is none), language, time zone and clock.
+The dependencies below turn "not signed in", "no CSRF token" and "not an
+admin" into the exceptions that `install` renders (redirect, 403).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from fastapi import Depends
+from sqlalchemy import Engine
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from app.config import Settings
+from app.runtime import Runtime, get_runtime
+from app.tokens import configured_or_stored
+from app.ui.buckets import EventBuckets
+from app.ui.i18n import N_, choose_language
+from app.ui.limits import AttemptLimiter
+from app.ui.render import html, local_time, utc_time, zone_label
+from app.ui.session import SECRET_KEY, Session, Sessions, csrf_matches, new_session
+
+LANGUAGE_COOKIE = "tsr_ui_lang"
+ZONE_COOKIE = "tsr_ui_tz"
+
+
+@dataclass
+class UiState:
+    sessions: Sessions
+    limiter: AttemptLimiter
+    buckets: EventBuckets = field(default_factory=EventBuckets)
+
+
+def ui_state(settings: Settings, engine: Engine) -> UiState:
+    """Built in the app's lifespan: reads (or makes and stores) the session secret."""
+    secret = configured_or_stored(settings.session_secret, engine, SECRET_KEY)
+    return UiState(
+        Sessions(settings, secret), AttemptLimiter(settings.ui_login_attempts_per_minute)
+    )
+
+
+class LoginRequired(Exception):
+    """A page asked for without a valid session: redirect to the sign-in page."""
+
+
+class Forbidden(Exception):
+    """403: no valid CSRF token, not signed in (for a POST), or not an admin."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@cache
+def known_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+@dataclass(frozen=True)
+class View:
+    request: Request
+    runtime: Runtime
+    ui: UiState
+    session: Session
+    fresh: bool  # the session cookie must be (re)written
+    language: str
+    zone: ZoneInfo
+    now: datetime
+
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        response = html(self.language, template, self.context() | context, status)
+        if self.fresh:
+            self.ui.sessions.write(self.request, response, self.session)
+        return response
+
+    def context(self) -> dict[str, Any]:
+        zone = self.zone
+        return {
+            "session": self.session,
+            "csrf": self.session.csrf,
+            "zone_name": zone.key,
+            "zone_label": zone_label(zone, self.now),
+            "zones": sorted(known_zones()),
+            "local": lambda moment: local_time(moment, zone),
+            "utc": utc_time,
+            "path": self.request.url.path,
+            "refresh_seconds": self.runtime.settings.ui_refresh_seconds,
+        }
+
+
+async def get_view(request: Request) -> View:
+    runtime = await get_runtime(request)
+    ui: UiState = request.app.state.ui
+    session = ui.sessions.read(request)
+    fresh = session is None
+    language = choose_language(
+        request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language")
+    )
+    zone_name = request.cookies.get(ZONE_COOKIE, "")
+    if zone_name not in known_zones():
+        zone_name = runtime.settings.targetsms_timezone
+    return View(
+        request,
+        runtime,
+        ui,
+        session or new_session(),
+        fresh,
+        language,
+        ZoneInfo(zone_name),
+        datetime.now(UTC),
+    )
+
+
+ViewDep = Annotated[View, Depends(get_view)]
+
+
+async def get_signed_in(view: ViewDep) -> View:
+    if view.session.signed_in:
+        return view
+    if view.request.method in ("GET", "HEAD"):
+        raise LoginRequired()
+    raise Forbidden(N_("not signed in"))
+
+
+SignedIn = Annotated[View, Depends(get_signed_in)]
+
+
+async def checked_form(view: ViewDep) -> FormData:
+    """The posted form, once its CSRF token is the session's."""
+    form = await view.request.form(max_files=0, max_fields=50)
+    if not csrf_matches(view.session if not view.fresh else None, form.get("csrf")):
+        raise Forbidden(N_("missing or wrong CSRF token"))
+    return form
+
+
+CheckedForm = Annotated[FormData, Depends(checked_form)]
+
+
+async def get_admin(view: SignedIn, _form: CheckedForm) -> View:
+    if not view.session.admin:
+        raise Forbidden(N_("this needs a key from ADMIN_API_KEYS"))
+    return view
+
+
+Admin = Annotated[View, Depends(get_admin)]
