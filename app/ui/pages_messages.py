@@ -119,14 +119,14 @@ def _params(
 
 Text = Annotated[str, Query(max_length=40_000)]
 Short = Annotated[str, Query(max_length=100)]
-Statuses = Annotated[list[str], Query(max_length=20)]
+Statuses = Annotated[list[str] | None, Query(max_length=20)]
 
 
 @router.get("/messages")
 async def messages_page(
     view: SignedIn,
     ids: Text = "",
-    status: Statuses | None = None,
+    status: Statuses = None,
     final: Short = "",
     conflict: Short = "",
     source: Short = "",
@@ -168,7 +168,7 @@ async def messages_page(
 async def messages_csv(
     view: SignedIn,
     ids: Text = "",
-    status: Statuses | None = None,
+    status: Statuses = None,
     final: Short = "",
     conflict: Short = "",
     source: Short = "",
