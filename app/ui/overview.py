@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from app.models import Document, InstanceSetting, Message
 from app.ui.buckets import Counts, EventBuckets, bucket_of
@@ -28,6 +28,9 @@ PENDING_AGES = (
     (timedelta(hours=72), N_("1 to 3 days")),
 )
 OLDEST_AGE = N_("over 3 days")
+# Not final and not given up: the predicate of the partial index ix_messages_waiting.
+WAITING = (Message.final.is_(False), Message.given_up_at.is_(None))
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,21 +163,17 @@ def _callbacks(conn: Connection, now: datetime) -> Callbacks:
 
 def _pending(conn: Connection, now: datetime) -> tuple[list[tuple[str, int]], int]:
     """Messages waiting for a final status, by age (first seen), and those given up on."""
-    age = case(
-        *[(Message.first_seen_at >= now - age, n) for n, (age, _) in enumerate(PENDING_AGES)],
-        else_=len(PENDING_AGES),
-    )
-    query = (
-        select(age, func.count())
-        .where(Message.final.is_(False), Message.given_up_at.is_(None))
-        .group_by(age)
-    )
-    by_age: dict[int, int] = {int(age): count for age, count in conn.execute(query)}
+    # Cumulative counts in one pass over ix_messages_waiting (the range, always
+    # true, is what lets the planner read that index alone), then bands.
+    younger = [func.count().filter(Message.first_seen_at >= now - age) for age, _ in PENDING_AGES]
+    query = select(*younger, func.count()).where(*WAITING, Message.first_seen_at >= EPOCH)
+    cumulative = list(conn.execute(query).one())
+    bands = [count - below for count, below in zip(cumulative, [0, *cumulative], strict=False)]
     labels = [label for _, label in PENDING_AGES] + [OLDEST_AGE]
     given_up = conn.scalar(
         select(func.count()).where(Message.final.is_(False), Message.given_up_at.is_not(None))
     )
-    return [(label, by_age.get(index, 0)) for index, label in enumerate(labels)], given_up or 0
+    return list(zip(labels, bands, strict=True)), given_up or 0
 
 
 def callbacks_silent(conn: Connection, now: datetime, last_callback_at: datetime | None) -> bool:
@@ -184,8 +183,7 @@ def callbacks_silent(conn: Connection, now: datetime, last_callback_at: datetime
     if last_callback_at is not None and last_callback_at >= quiet_since:
         return False
     waiting = select(Message.id).where(
-        Message.final.is_(False),
-        Message.given_up_at.is_(None),
+        *WAITING,
         and_(
             Message.first_seen_at >= now - timedelta(hours=YOUNG_HOURS),
             Message.first_seen_at < quiet_since,

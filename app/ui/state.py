@@ -8,13 +8,16 @@ admin" into the exceptions that `install` renders (redirect, 403).
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from fastapi import Depends
+from markupsafe import Markup
 from sqlalchemy import Engine
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -23,13 +26,15 @@ from starlette.responses import HTMLResponse
 from app.config import Settings
 from app.runtime import Runtime, get_runtime
 from app.tokens import configured_or_stored
-from app.ui.buckets import EventBuckets
+from app.ui.buckets import EventBuckets, bucket_of
 from app.ui.i18n import N_, choose_language
 from app.ui.limits import AttemptLimiter
 from app.ui.render import html, local_time, utc_time, zone_label
 from app.ui.session import SECRET_KEY, Session, Sessions, csrf_matches, new_session
 
+log = logging.getLogger("app.ui")
 LANGUAGE_COOKIE = "tsr_ui_lang"
+WARM_UP_SPAN = timedelta(days=31)  # the overview's longest window, and a little more
 ZONE_COOKIE = "tsr_ui_tz"
 
 
@@ -41,11 +46,24 @@ class UiState:
 
 
 def ui_state(settings: Settings, engine: Engine) -> UiState:
-    """Built in the app's lifespan: reads (or makes and stores) the session secret."""
+    """Built in the app's lifespan: reads (or makes and stores) the session secret,
+    and starts counting the overview's closed intervals in the background."""
     secret = configured_or_stored(settings.session_secret, engine, SECRET_KEY)
-    return UiState(
-        Sessions(settings, secret), AttemptLimiter(settings.ui_login_attempts_per_minute)
-    )
+    limiter = AttemptLimiter(settings.ui_login_attempts_per_minute)
+    state = UiState(Sessions(settings, secret), limiter)
+    threading.Thread(target=_warm_up, args=(state, engine), name="ui-warm-up", daemon=True).start()
+    return state
+
+
+def _warm_up(state: UiState, engine: Engine) -> None:
+    """Count a month of closed intervals now rather than in the first overview request
+    (seconds on millions of events; an overview asked meanwhile waits for it)."""
+    now = datetime.now(UTC)
+    try:
+        with engine.connect() as conn:
+            state.buckets.counts(conn, bucket_of(now - WARM_UP_SPAN), now)
+    except Exception as exc:  # the overview counts on first use instead
+        log.warning("dashboard warm-up failed (%s); counting on first use", type(exc).__name__)
 
 
 class LoginRequired(Exception):
@@ -63,6 +81,13 @@ class Forbidden(Exception):
 @cache
 def known_zones() -> frozenset[str]:
     return frozenset(available_timezones())
+
+
+@cache
+def zone_options() -> Markup:
+    """The ~600 <option>s of the zone picker, built once: rendering them on every
+    page cost more than the rest of a small page."""
+    return Markup("").join(Markup('<option value="{}">').format(z) for z in sorted(known_zones()))
 
 
 @dataclass(frozen=True)
@@ -89,7 +114,7 @@ class View:
             "csrf": self.session.csrf,
             "zone_name": zone.key,
             "zone_label": zone_label(zone, self.now),
-            "zones": sorted(known_zones()),
+            "zone_options": zone_options(),
             "local": lambda moment: local_time(moment, zone),
             "utc": utc_time,
             "path": self.request.url.path,
