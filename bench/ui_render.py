@@ -151,7 +151,10 @@ def pages(messages: int) -> dict[str, str]:
 def measure(database_url: str, messages: int) -> list[tuple[str, list[float]]]:
     port = _free_port()
     extra = {"ADMIN_API_KEYS": ADMIN_KEY, "PUBLIC_URL": "https://bench.example"}
-    with service(database_url, port, **extra) as url, httpx.Client(base_url=url) as client:
+    with (
+        service(database_url, port, **extra) as url,
+        httpx.Client(base_url=url, timeout=300) as client,
+    ):
         assert sign_in(client, ADMIN_KEY).status_code == 303
         results = [("floor: GET /livez", timed(lambda: client.get("/livez")))]
         started = time.perf_counter()
@@ -186,7 +189,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--existing", help="measure this filled database instead (no fill)")
     args = parser.parse_args()
+    if args.existing:
+        print(
+            report(
+                args.existing.split(":")[0], args.messages, 0, measure(args.existing, args.messages)
+            )
+        )
+        return
     for kind in args.databases.split(","):
         if kind == "postgres":
             with scratch_database(args.postgres) as url:

@@ -80,13 +80,13 @@ def build(
     periods = _periods(now, zone)
     series = chart_intervals(now, zone, chart)
     first = min(bucket_of(start) for _, start in [*periods, ("", series[0].start)])
-    counts = buckets.counts(conn, first, now)
+    counts = Running(buckets.counts(conn, first, now), first, bucket_of(now) + 1)
     callbacks = _callbacks(conn, now)
     pending, given_up = _pending(conn, now)
     return Overview(
         now=now,
         periods=[_period(name, counts, start) for name, start in periods],
-        series=[(interval, _sum(counts, interval.start, interval.end)) for interval in series],
+        series=[(interval, counts.between(interval.start, interval.end)) for interval in series],
         callbacks=callbacks,
         pending=pending,
         backlog=sum(count for _, count in pending),
@@ -106,20 +106,32 @@ def _periods(now: datetime, zone: ZoneInfo) -> list[tuple[str, datetime]]:
     ]
 
 
-def _period(name: str, counts: Counts, start: datetime) -> Period:
-    by_status = _sum(counts, start, None)
+def _period(name: str, counts: Running, start: datetime) -> Period:
+    by_status = counts.between(start, None)
     final = sum(by_status.get(status, 0) for status in FINAL_STATUSES)
     return Period(name, dict(sorted(by_status.items())), final, by_status.get("deliver", 0))
 
 
-def _sum(counts: Counts, start: datetime, end: datetime | None) -> dict[str, int]:
-    first, last = bucket_of(start), bucket_of(end) if end is not None else None
-    total: dict[str, int] = {}
-    for bucket, by_status in counts.items():
-        if bucket >= first and (last is None or bucket < last):
-            for status, count in by_status.items():
-                total[status] = total.get(status, 0) + count
-    return total
+class Running:
+    """Running totals per status over consecutive buckets: any interval's sum is
+    one subtraction per status, however long the interval (a month is 2,880)."""
+
+    def __init__(self, counts: Counts, first: int, end: int) -> None:
+        self.first = first
+        self.statuses = sorted({status for by_status in counts.values() for status in by_status})
+        running = dict.fromkeys(self.statuses, 0)
+        self.prefix = [dict(running)]
+        for bucket in range(first, end):
+            for status, count in counts.get(bucket, {}).items():
+                running[status] += count
+            self.prefix.append(dict(running))
+
+    def between(self, start: datetime, end: datetime | None) -> dict[str, int]:
+        last = len(self.prefix) - 1
+        low = min(max(bucket_of(start) - self.first, 0), last)
+        high = last if end is None else min(max(bucket_of(end) - self.first, 0), last)
+        before, after = self.prefix[low], self.prefix[high]
+        return {s: after[s] - before[s] for s in self.statuses if after[s] - before[s]}
 
 
 def chart_intervals(now: datetime, zone: ZoneInfo, chart: str) -> list[Interval]:
