@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
@@ -95,19 +95,25 @@ def _local(value: str, zone: ZoneInfo) -> datetime | None:
     return moment.replace(tzinfo=zone)
 
 
-def _params(
-    ids: str,
-    status: list[str],
-    final: str,
-    conflict: str,
-    source: str,
-    since: str,
-    until: str,
-    cursor: str,
+Text = Annotated[str, Query(max_length=40_000)]
+Short = Annotated[str, Query(max_length=100)]
+Statuses = Annotated[list[str] | None, Query(max_length=20)]
+
+
+def filter_form(
+    ids: Text = "",
+    status: Statuses = None,
+    final: Short = "",
+    conflict: Short = "",
+    source: Short = "",
+    since: Short = "",
+    until: Short = "",
+    cursor: Short = "",
 ) -> dict[str, Any]:
+    """The filter form's fields as typed (query parameters of the page and the CSV)."""
     return {
         "ids": ids,
-        "status": status,
+        "status": status or [],
         "final": final,
         "conflict": conflict,
         "source": source,
@@ -117,26 +123,11 @@ def _params(
     }
 
 
-Text = Annotated[str, Query(max_length=40_000)]
-Short = Annotated[str, Query(max_length=100)]
-Statuses = Annotated[list[str] | None, Query(max_length=20)]
+FilterForm = Annotated[dict[str, Any], Depends(filter_form)]
 
 
 @router.get("/messages")
-async def messages_page(
-    view: SignedIn,
-    ids: Text = "",
-    status: Statuses = None,
-    final: Short = "",
-    conflict: Short = "",
-    source: Short = "",
-    since: Short = "",
-    until: Short = "",
-    cursor: Short = "",
-) -> Response:
-    if status is None:
-        status = []
-    params = _params(ids, status or [], final, conflict, source, since, until, cursor)
+async def messages_page(view: SignedIn, params: FilterForm) -> Response:
     context: dict[str, Any] = {
         "form": params,
         "statuses": tuple(STATUS_MEANINGS),
@@ -165,21 +156,10 @@ async def messages_page(
 
 
 @router.get("/messages.csv")
-async def messages_csv(
-    view: SignedIn,
-    ids: Text = "",
-    status: Statuses = None,
-    final: Short = "",
-    conflict: Short = "",
-    source: Short = "",
-    since: Short = "",
-    until: Short = "",
-) -> Response:
-    if status is None:
-        status = []
-    params = _params(ids, status or [], final, conflict, source, since, until, "")
+async def messages_csv(view: SignedIn, params: FilterForm) -> Response:
+    """Every message matching the filter (the page's cursor, if any, is ignored)."""
     try:
-        search = _parse(params, view.zone)
+        search = _parse(params | {"cursor": ""}, view.zone)
     except FilterError as exc:
         return Response(str(exc), status_code=422, media_type="text/plain")
     headers = {"Content-Disposition": 'attachment; filename="messages.csv"'}
