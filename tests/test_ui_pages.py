@@ -138,10 +138,18 @@ def test_silent_callbacks_raise_a_banner(
     assert "No callback has arrived" not in reader.get("/ui/").text
 
 
-def test_unreadable_heartbeat_is_said_not_crashed(engine: Engine, reader: httpx.Client) -> None:
+def test_odd_heartbeats_are_shown_not_crashed_on(engine: Engine, reader: httpx.Client) -> None:
     with write_transaction(engine) as conn:
         conn.execute(insert(InstanceSetting), {"key": "poller.last_pass", "value": "{nope"})
-    assert reader.get("/ui/").status_code == 200
+        conn.execute(
+            insert(InstanceSetting),
+            {"key": "callback_url.last_check", "value": '{"at": "2026-01-05T07:00:00Z"}'},
+        )
+    page = reader.get("/ui/")
+    assert page.status_code == 200
+    assert "Last pass never" in text_of(page.text)
+    assert "Last check 2026-01-05 10:00:00" in text_of(page.text)
+    assert reader.get("/ui/callback-url").status_code == 200
 
 
 def _ids(html: str) -> list[str]:

@@ -15,8 +15,9 @@ applied, so they are not a message's status.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Integer, cast, extract, func, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,6 +28,7 @@ BUCKET_SECONDS = 900  # every zone's offset from UTC is a multiple of 15 minutes
 SETTLE_SECONDS = 300
 KEEP_BUCKETS = 32 * 96  # a little over the longest window shown (30 days)
 
+T = TypeVar("T")
 Counts = dict[int, dict[str, int]]  # bucket number (epoch seconds // 900) -> status -> count
 
 
@@ -45,16 +47,31 @@ class EventBuckets:
         self._closed: Counts = {}
         self._low = self._high = 0
         self._lock = threading.Lock()
+        # What callers derive from the closed buckets [first, closed_end), kept
+        # until a new bucket closes (see `derived`).
+        self._derived: tuple[tuple[int, int], Any] | None = None
 
     def counts(self, conn: Connection, first: int, now: datetime) -> Counts:
         """Counts for every bucket from `first` up to now (absent: nothing received)."""
+        closed, tail, _ = self.split(conn, first, now)
+        return closed | tail
+
+    def split(self, conn: Connection, first: int, now: datetime) -> tuple[Counts, Counts, int]:
+        """(closed buckets from `first`, the open tail, where the tail begins)."""
         # Buckets before this one ended at least SETTLE_SECONDS ago: complete.
-        closed_end = int(now.timestamp() - SETTLE_SECONDS) // BUCKET_SECONDS
+        closed_end = max(first, int(now.timestamp() - SETTLE_SECONDS) // BUCKET_SECONDS)
         with self._lock:
             self._load(conn, first, closed_end)
-            found = {b: c for b, c in self._closed.items() if b >= first}
-        found.update(_count(conn, max(first, closed_end), None))
-        return found
+            closed = {b: c for b, c in self._closed.items() if first <= b < closed_end}
+        return closed, _count(conn, closed_end, None), closed_end
+
+    def derived(self, key: tuple[int, int], make: Callable[[], T]) -> T:
+        """`make()`, computed once per `key` (the closed range it was made from)."""
+        with self._lock:
+            if self._derived is None or self._derived[0] != key:
+                self._derived = (key, make())
+            value: T = self._derived[1]
+            return value
 
     def _load(self, conn: Connection, first: int, closed_end: int) -> None:
         if self._high == 0 or first > self._high:  # empty, or all kept is older than wanted

@@ -6,6 +6,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,8 @@ from app.ui.i18n import FINAL_STATUSES, N_
 # Keys written by the background roles (COMMON "Shared facts"; selfheal writes them).
 POLLER_KEY = "poller.last_pass"
 CALLBACK_CHECK_KEY = "callback_url.last_check"
+# The fields of "poller.last_pass" and "callback_url.last_check" (COMMON "Shared facts").
+HEARTBEAT_FIELDS = ("at", "ok", "asked", "error", "provider_url", "expected_url", "matches")
 CALLBACK_SILENCE_MINUTES = 30
 # A message counts as "young" for the silence check when first seen within this.
 YOUNG_HOURS = 24
@@ -80,7 +83,9 @@ def build(
     periods = _periods(now, zone)
     series = chart_intervals(now, zone, chart)
     first = min(bucket_of(start) for _, start in [*periods, ("", series[0].start)])
-    counts = Running(buckets.counts(conn, first, now), first, bucket_of(now) + 1)
+    closed, tail, tail_start = buckets.split(conn, first, now)
+    running = buckets.derived((first, tail_start), lambda: Running(closed, first, tail_start))
+    counts = Totals(running, tail)
     callbacks = _callbacks(conn, now)
     pending, given_up = _pending(conn, now)
     return Overview(
@@ -106,7 +111,7 @@ def _periods(now: datetime, zone: ZoneInfo) -> list[tuple[str, datetime]]:
     ]
 
 
-def _period(name: str, counts: Running, start: datetime) -> Period:
+def _period(name: str, counts: Totals, start: datetime) -> Period:
     by_status = counts.between(start, None)
     final = sum(by_status.get(status, 0) for status in FINAL_STATUSES)
     return Period(name, dict(sorted(by_status.items())), final, by_status.get("deliver", 0))
@@ -117,21 +122,37 @@ class Running:
     one subtraction per status, however long the interval (a month is 2,880)."""
 
     def __init__(self, counts: Counts, first: int, end: int) -> None:
-        self.first = first
-        self.statuses = sorted({status for by_status in counts.values() for status in by_status})
-        running = dict.fromkeys(self.statuses, 0)
-        self.prefix = [dict(running)]
-        for bucket in range(first, end):
-            for status, count in counts.get(bucket, {}).items():
-                running[status] += count
-            self.prefix.append(dict(running))
+        self.first, self.size = first, end - first
+        per_status: dict[str, list[int]] = {}
+        for bucket, by_status in counts.items():
+            if first <= bucket < end:
+                for status, count in by_status.items():
+                    if status not in per_status:
+                        per_status[status] = [0] * self.size
+                    per_status[status][bucket - first] += count
+        self.prefix = {s: [0, *accumulate(c)] for s, c in sorted(per_status.items())}
 
     def between(self, start: datetime, end: datetime | None) -> dict[str, int]:
-        last = len(self.prefix) - 1
-        low = min(max(bucket_of(start) - self.first, 0), last)
-        high = last if end is None else min(max(bucket_of(end) - self.first, 0), last)
-        before, after = self.prefix[low], self.prefix[high]
-        return {s: after[s] - before[s] for s in self.statuses if after[s] - before[s]}
+        low = min(max(bucket_of(start) - self.first, 0), self.size)
+        high = self.size if end is None else min(max(bucket_of(end) - self.first, 0), self.size)
+        sums = {s: prefix[high] - prefix[low] for s, prefix in self.prefix.items()}
+        return {s: n for s, n in sums.items() if n}
+
+
+class Totals:
+    """Sums over any interval: the closed buckets' running totals plus the open tail."""
+
+    def __init__(self, running: Running, tail: Counts) -> None:
+        self.running, self.tail = running, tail
+
+    def between(self, start: datetime, end: datetime | None) -> dict[str, int]:
+        sums = self.running.between(start, end)
+        first, last = bucket_of(start), bucket_of(end) if end is not None else None
+        for bucket, by_status in self.tail.items():
+            if bucket >= first and (last is None or bucket < last):
+                for status, count in by_status.items():
+                    sums[status] = sums.get(status, 0) + count
+        return sums
 
 
 def chart_intervals(now: datetime, zone: ZoneInfo, chart: str) -> list[Interval]:
@@ -205,18 +226,17 @@ def callbacks_silent(conn: Connection, now: datetime, last_callback_at: datetime
 
 
 def heartbeat(conn: Connection, key: str) -> dict[str, Any] | None:
-    """The JSON object a background role keeps under `key`, with `at` parsed; None if absent."""
+    """The JSON object a background role keeps under `key`, with `at` parsed and every
+    field of the shared formats present (None when missing); None if there is none."""
     raw = conn.scalar(select(InstanceSetting.value).where(InstanceSetting.key == key))
     if raw is None:
         return None
     try:
         value = json.loads(raw)
-        at = datetime.fromisoformat(value["at"]) if value.get("at") else None
-    except (ValueError, TypeError, AttributeError, KeyError):
-        return {"at": None, "error": "unreadable heartbeat"}
-    if not isinstance(value, dict):
-        return {"at": None, "error": "unreadable heartbeat"}
-    return value | {"at": _aware(at)}
+        at = datetime.fromisoformat(value["at"])
+    except (ValueError, TypeError, KeyError):
+        return dict.fromkeys(HEARTBEAT_FIELDS) | {"error": "unreadable heartbeat"}
+    return {field: value.get(field) for field in HEARTBEAT_FIELDS} | {"at": _aware(at)}
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -11,7 +11,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.ui import pages_auth, pages_callback, pages_messages, pages_overview
-from app.ui.render import html
 from app.ui.state import Forbidden, LoginRequired, get_view
 
 STATIC = Path(__file__).parent / "static"
@@ -46,7 +45,7 @@ async def _login_required(request: Request, _exc: Exception) -> Response:
 async def _forbidden(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Forbidden)
     view = await get_view(request)
-    return html(view.language, "forbidden.html", view.context() | {"reason": exc.reason}, 403)
+    return view.page("forbidden.html", 403, reason=exc.reason)
 
 
 class SecurityHeaders:
