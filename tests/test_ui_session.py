@@ -177,15 +177,22 @@ def test_a_tampered_cookie_is_no_session(http: httpx.Client) -> None:
 
 
 def test_the_session_secret_is_generated_once_and_kept(settings: Settings, engine: Engine) -> None:
-    with LiveServer(settings):
-        pass
-    first = rows(engine, "SELECT value FROM instance_settings WHERE key = 'ui.session_secret'")
-    with LiveServer(settings):
-        pass
-    assert (
-        rows(engine, "SELECT value FROM instance_settings WHERE key = 'ui.session_secret'") == first
-    )
+    query = "SELECT value FROM instance_settings WHERE key = 'ui.session_secret'"
+    with LiveServer(settings) as live:
+        assert rows(engine, query) == []  # not at start: the database may be down then
+        assert httpx.get(f"{live.url}/ui/login").status_code == 200
+    first = rows(engine, query)
+    with LiveServer(settings) as live:
+        assert httpx.get(f"{live.url}/ui/login").status_code == 200
+    assert rows(engine, query) == first
     assert len(str(first[0][0])) >= 40
+
+
+def test_the_dashboard_answers_503_while_the_database_is_down(settings: Settings) -> None:
+    down = variant(settings, database_url="postgresql://postgres@127.0.0.1:9/none")
+    with LiveServer(down) as live:
+        response = httpx.get(f"{live.url}/ui/login", timeout=30)
+    assert response.status_code == 503 and "database" in response.text
 
 
 def test_session_secret_setting_signs_sessions(settings: Settings, engine: Engine) -> None:

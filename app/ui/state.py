@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, available_timezones
 from fastapi import Depends
 from markupsafe import Markup
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -38,21 +40,45 @@ WARM_UP_SPAN = timedelta(days=31)  # the overview's longest window, and a little
 ZONE_COOKIE = "tsr_ui_tz"
 
 
-@dataclass
 class UiState:
-    sessions: Sessions
-    limiter: AttemptLimiter
-    buckets: EventBuckets = field(default_factory=EventBuckets)
+    """The dashboard's part of a running app: sessions, the sign-in limiter, cached counts."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings, self.engine = settings, engine
+        self.limiter = AttemptLimiter(settings.ui_login_attempts_per_minute)
+        self.buckets = EventBuckets()
+        self._sessions: Sessions | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._sessions is not None
+
+    @property
+    def sessions(self) -> Sessions:
+        if self._sessions is None:
+            raise RuntimeError("UiState.load() has not run")
+        return self._sessions
+
+    def load(self) -> None:
+        """Read (or make and store) the session secret. On first use, not at start:
+        the service must start, and answer callbacks with 503, while the database is down."""
+        with self._lock:
+            if self._sessions is None:
+                secret = configured_or_stored(self.settings.session_secret, self.engine, SECRET_KEY)
+                self._sessions = Sessions(self.settings, secret)
 
 
 def ui_state(settings: Settings, engine: Engine) -> UiState:
-    """Built in the app's lifespan: reads (or makes and stores) the session secret,
-    and starts counting the overview's closed intervals in the background."""
-    secret = configured_or_stored(settings.session_secret, engine, SECRET_KEY)
-    limiter = AttemptLimiter(settings.ui_login_attempts_per_minute)
-    state = UiState(Sessions(settings, secret), limiter)
+    """Built in the app's lifespan; starts counting the overview's closed intervals
+    in the background."""
+    state = UiState(settings, engine)
     threading.Thread(target=_warm_up, args=(state, engine), name="ui-warm-up", daemon=True).start()
     return state
+
+
+class Unavailable(Exception):
+    """The database cannot be reached: 503."""
 
 
 def _warm_up(state: UiState, engine: Engine) -> None:
@@ -125,6 +151,11 @@ class View:
 async def get_view(request: Request) -> View:
     runtime = await get_runtime(request)
     ui: UiState = request.app.state.ui
+    if not ui.ready:
+        try:
+            await run_in_threadpool(ui.load)
+        except SQLAlchemyError:
+            raise Unavailable() from None
     session = ui.sessions.read(request)
     fresh = session is None
     language = choose_language(

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.ui import pages_auth, pages_callback, pages_messages, pages_overview
-from app.ui.state import Forbidden, LoginRequired, get_view
+from app.ui.state import Forbidden, LoginRequired, Unavailable, get_view
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/ui"
@@ -35,6 +35,7 @@ def install(app: FastAPI) -> None:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(Unavailable, _unavailable)
     app.add_middleware(SecurityHeaders)
 
 
@@ -46,6 +47,12 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Forbidden)
     view = await get_view(request)
     return view.page("forbidden.html", 403, reason=exc.reason)
+
+
+async def _unavailable(_request: Request, _exc: Exception) -> Response:
+    body = "The database cannot be reached; try again in a moment."
+    headers = {"Retry-After": "5", "Cache-Control": "no-store"}
+    return PlainTextResponse(body, status_code=503, headers=headers)
 
 
 class SecurityHeaders:
