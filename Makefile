@@ -32,13 +32,14 @@ lint: $(BIN)/pytest  ## ruff and mypy
 	$(BIN)/ruff format --check app tests bench migrations
 	$(BIN)/mypy
 
-# The reverse-proxy tests run a real nginx, from Debian's packages.
-system-packages:  ## Install nginx when it is missing (needs root and apt-get)
-	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then :; \
+# The reverse-proxy tests run a real nginx, the dashboard's browser tests
+# Debian's chromium (Playwright never downloads a browser), from Debian's packages.
+system-packages:  ## Install nginx and chromium when missing (needs root and apt-get)
+	@if { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } && [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
-	else echo "nginx is missing and cannot be installed here: its tests skip (fail under CI=true)"; fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx chromium; \
+	else echo "nginx or chromium is missing and cannot be installed here: their tests skip (fail under CI=true)"; fi
 
 test: $(BIN)/pytest lint system-packages  ## Install, lint, and run the whole test suite (SQLite and PostgreSQL)
 	$(BIN)/pytest -p no:cacheprovider

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     reconcile_window_minutes: int = Field(default=1440, ge=1, le=1440)  # the first window asked
     reconcile_store_text: bool = False  # the text is personal data
 
+    # --- dashboard (issue 13, app/ui/) ---
+    # Signs the dashboard's session cookies; unset: generated once, kept in the database.
+    session_secret: SecretStr | None = None
+    session_max_age_hours: float = Field(default=12.0, gt=0)
+    ui_login_attempts_per_minute: int = Field(default=10, gt=0)
+    ui_refresh_seconds: float = Field(default=15.0, gt=0)
+
     @field_validator(
         "api_keys", "admin_api_keys", "trusted_proxies", "callback_allowed_networks", mode="before"
     )

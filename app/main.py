@@ -21,6 +21,8 @@ from app.retention import purge_periodically
 from app.runtime import Runtime
 from app.shutdown import watch_signals
 from app.tokens import callback_token
+from app.ui.state import ui_state
+from app.ui.web import install as install_ui
 from app.webhooks.delivery import Deliverer
 from app.writer import Writer
 
@@ -42,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         bodies = BodyBudget(settings.max_bodies_in_flight_bytes)
         runtime = Runtime(settings, engine, writer, token, Health(engine), bodies)
         app.state.runtime = runtime
+        app.state.ui = ui_state(settings, engine)  # dashboard (issue 13)
         unwatch = watch_signals(runtime.health, settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
         # Outbound webhooks (issue 11): delivered from here unless WEBHOOK_DELIVERY=false.
@@ -78,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(root.router)
     app.add_middleware(LastResort)  # inside the request log: it sees the id and the 500
+    install_ui(app)  # dashboard (issue 13): /ui/
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

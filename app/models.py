@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -104,6 +105,15 @@ class Message(Base):
         Index("ix_messages_final_updated_at", "final", "updated_at"),
         # The poller walks the pending messages (not final, not given up) by id.
         Index("ix_messages_pending", "final", "given_up_at", "id"),
+        # --- dashboard (issue 13) ---
+        # Waiting messages by age (the overview, the silence check): only the
+        # few rows still waiting are in it, so it costs the write path little.
+        Index(
+            "ix_messages_waiting",
+            "first_seen_at",
+            sqlite_where=text("final IS 0 AND given_up_at IS NULL"),
+            postgresql_where=text("final IS false AND given_up_at IS NULL"),
+        ),
     )
 
 

@@ -1,9 +1,13 @@
-"""The callback token: configured, or generated once and kept in the database."""
+"""Secrets the service makes for itself: configured, or generated once and kept in the database.
+
+The callback token, and the dashboard's session-signing secret.
+"""
 
 from __future__ import annotations
 
 import secrets
 
+from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select
 
 from app.config import Settings
@@ -18,15 +22,20 @@ CALLBACK_PREFIX = "/callbacks/targetsms/"
 
 def callback_token(settings: Settings, engine: Engine) -> str:
     """`CALLBACK_TOKEN` if set; otherwise the stored one, made on first use."""
-    if settings.callback_token is not None and settings.callback_token.get_secret_value():
-        return settings.callback_token.get_secret_value()
+    return configured_or_stored(settings.callback_token, engine, TOKEN_KEY)
+
+
+def configured_or_stored(configured: SecretStr | None, engine: Engine, key: str) -> str:
+    """`configured` if set; otherwise the secret stored under `key`, made on first use."""
+    if configured is not None and configured.get_secret_value():
+        return configured.get_secret_value()
     with write_transaction(engine) as conn:
-        stored = conn.scalar(select(InstanceSetting.value).where(InstanceSetting.key == TOKEN_KEY))
+        stored = conn.scalar(select(InstanceSetting.value).where(InstanceSetting.key == key))
         if stored is not None:
             return stored
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        conn.execute(insert(InstanceSetting), {"key": TOKEN_KEY, "value": token})
-        return token
+        secret = secrets.token_urlsafe(TOKEN_BYTES)
+        conn.execute(insert(InstanceSetting), {"key": key, "value": secret})
+        return secret
 
 
 def callback_path(token: str) -> str:

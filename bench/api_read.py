@@ -71,8 +71,9 @@ def _rounds(ids: list[str]) -> Iterator[list[IncomingState]]:
 
 
 @contextmanager
-def service(database_url: str, port: int) -> Iterator[str]:
+def service(database_url: str, port: int, **extra: str) -> Iterator[str]:
     env = os.environ | {"DATABASE_URL": database_url, "API_KEYS": KEY, "ACCESS_LOG": "false"}
+    env |= extra  # more settings (bench/ui_render.py: ADMIN_API_KEYS)
     command = [sys.executable, "-m", "uvicorn", "app.main:app_from_environment", "--factory"]
     command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     process = subprocess.Popen(command, env=env)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -61,8 +64,8 @@ def get_message(id_sms: IdSms, runtime: RuntimeDep) -> dict[str, Any]:
         row = conn.execute(select(*SUMMARY_COLUMNS).where(MessageRow.id_sms == id_sms)).first()
         if row is None:
             raise ApiError(404, "not_found", f"No message with id_sms '{id_sms}'.")
-        events = _history(conn, id_sms)
-    return _summary(row._mapping) | {"events": events}
+        events = history(conn, id_sms)
+    return summary(row._mapping) | {"events": events}
 
 
 @router.get(
@@ -90,27 +93,54 @@ def list_messages(
     `next_cursor: null` returns each message at most once and every message that
     existed (and matched) when it began; new messages append at the end."""
     after = cursors.decode(cursors.MESSAGES, cursor) if cursor is not None else 0
-    query = select(MessageRow.id, *SUMMARY_COLUMNS).where(MessageRow.id > after)
-    if status:
-        query = query.where(MessageRow.status.in_(status))
-    if final is not None:
-        query = query.where(MessageRow.final.is_(final))
-    query = query.where(*in_range(MessageRow.updated_at, updated_after, updated_before))
+    where = MessageFilter(tuple(status or ()), final, updated_after, updated_before)
     with runtime.engine.connect() as conn:
-        found = conn.execute(query.order_by(MessageRow.id).limit(limit + 1)).all()
-    page = found[:limit]
-    more = len(found) > limit
+        page, more = read_page(conn, where, after, limit)
     return {
-        "items": [_summary(row._mapping) for row in page],
+        "items": [summary(row._mapping) for row in page],
         "next_cursor": cursors.encode(cursors.MESSAGES, page[-1].id) if more else None,
     }
 
 
-def _history(conn: Connection, id_sms: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """What a list of messages is narrowed to (the dashboard uses the last three too)."""
+
+    status: tuple[str, ...] = ()
+    final: bool | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    conflict: bool | None = None
+    source: str | None = None
+    ids: tuple[str, ...] = ()
+
+
+def read_page(
+    conn: Connection, where: MessageFilter, after: int, limit: int
+) -> tuple[Sequence[Any], bool]:
+    """Up to `limit` matching messages with `messages.id > after`, in id order,
+    and whether more follow."""
+    query = select(MessageRow.id, *SUMMARY_COLUMNS).where(MessageRow.id > after)
+    if where.status:
+        query = query.where(MessageRow.status.in_(where.status))
+    if where.final is not None:
+        query = query.where(MessageRow.final.is_(where.final))
+    if where.conflict is not None:
+        query = query.where(MessageRow.conflict.is_(where.conflict))
+    if where.source is not None:
+        query = query.where(MessageRow.source == where.source)
+    if where.ids:
+        query = query.where(MessageRow.id_sms.in_(where.ids))
+    query = query.where(*in_range(MessageRow.updated_at, where.updated_after, where.updated_before))
+    found = conn.execute(query.order_by(MessageRow.id).limit(limit + 1)).all()
+    return found[:limit], len(found) > limit
+
+
+def history(conn: Connection, id_sms: str) -> list[dict[str, Any]]:
     query = select(*EVENT_COLUMNS).where(EventRow.id_sms == id_sms).order_by(EventRow.id)
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def _summary(row: Any) -> dict[str, Any]:
+def summary(row: Any) -> dict[str, Any]:
     values = {column.key: row[column.key] for column in SUMMARY_COLUMNS}
     return values | {"given_up": values["given_up_at"] is not None}
