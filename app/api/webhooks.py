@@ -174,7 +174,9 @@ async def create_webhook(body: SubscriptionIn, runtime: RuntimeDep) -> dict[str,
     return _with_secret(created)
 
 
-@router.get(PATH, summary="Every subscription", response_model=list[Subscription])
+@router.get(
+    PATH, summary="Every subscription", response_model=list[Subscription], responses=RESPONSES
+)
 async def list_webhooks(runtime: RuntimeDep) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = await _call(subscriptions.list_all, runtime.engine)
     return found

@@ -8,6 +8,7 @@ they are the same whichever process or replica is scraped (aggregate with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -18,6 +19,8 @@ from sqlalchemy import Engine, func, select
 
 from app import feed
 from app.models import WebhookSubscription as Sub
+
+log = logging.getLogger(__name__)
 
 ATTEMPTS = Counter(
     "targetsms_webhook_attempts",
@@ -48,6 +51,11 @@ class WebhookCollector(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            lags, failing = self._read()
+        except Exception as exc:  # the database is down: targetsms_database_up says so
+            log.warning("metrics: webhook lag not read: %s", type(exc).__name__)
+            return
         events = GaugeMetricFamily(
             "targetsms_webhook_lag_events",
             "Change-feed positions after the subscription's cursor (capped at 1,000,000).",
@@ -58,20 +66,23 @@ class WebhookCollector(Collector):
             "Age of the oldest change not yet delivered (0 when caught up).",
             labels=["subscription"],
         )
-        now = datetime.now(UTC)
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(Sub.id, Sub.cursor)).all()
-            for sub_id, cursor in rows:
-                behind, age = feed.behind(conn, cursor, now)
-                events.add_metric([str(sub_id)], behind)
-                seconds.add_metric([str(sub_id)], age)
-            failing = conn.scalar(
-                select(func.count()).where(Sub.enabled.is_(False), Sub.disabled_reason == "failing")
-            )
+        for sub_id, behind, age in lags:
+            events.add_metric([str(sub_id)], behind)
+            seconds.add_metric([str(sub_id)], age)
         yield events
         yield seconds
         yield GaugeMetricFamily(
             "targetsms_webhook_failing_subscriptions",
             "Subscriptions stopped because their retries ran out (re-enable to resume).",
-            value=failing or 0,
+            value=failing,
         )
+
+    def _read(self) -> tuple[list[tuple[int, int, float]], int]:
+        now = datetime.now(UTC)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Sub.id, Sub.cursor)).all()
+            lags = [(sub_id, *feed.behind(conn, cursor, now)) for sub_id, cursor in rows]
+            failing = conn.scalar(
+                select(func.count()).where(Sub.enabled.is_(False), Sub.disabled_reason == "failing")
+            )
+        return lags, failing or 0
