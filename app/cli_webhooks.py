@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from sqlalchemy import Engine
 
-from app.api import cursors
+from app import cursors
 from app.api.errors import ApiError
 from app.config import Settings
 from app.db import create_db_engine

@@ -8,13 +8,14 @@ order is safe to resume from is in `app/api/changes.py` and the README
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from app.api import cursors
+from app import cursors
 from app.models import Event
 
 BEHIND_CAP = 1_000_000  # `behind` counts at most this many, so it stays cheap
@@ -81,3 +82,13 @@ def behind(conn: Connection, cursor: int, now: datetime) -> tuple[int, float]:
         select(Event.received_at).where(Event.id > cursor).order_by(Event.id).limit(1)
     )
     return count, max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+
+
+async def first_set(events: Sequence[asyncio.Event | None], timeout: float) -> None:
+    """Wait until one of `events` is set (news in the feed, a stop), or `timeout` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events if event is not None]
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

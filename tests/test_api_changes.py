@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, insert
 
-from app.api.cursors import CHANGES, encode
 from app.config import Settings
+from app.cursors import CHANGES, encode
 from app.db import create_db_engine, write_transaction
 from app.ingest import Submission
 from app.models import Event

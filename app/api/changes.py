@@ -20,12 +20,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.api import cursors
+from app import cursors
 from app.api.auth import ReadKey
 from app.api.deps import RuntimeDep
 from app.api.errors import error_responses
 from app.api.schemas import ChangePage
-from app.feed import read_changes
+from app.feed import first_set, read_changes
 
 router = APIRouter(tags=["changes"], dependencies=[ReadKey])
 
@@ -65,16 +65,6 @@ async def list_changes(
         remaining = deadline - loop.time()
         if items or remaining <= 0 or stopping.is_set() or await request.is_disconnected():
             break
-        await _first_of(committed, stopping, min(RECHECK_SECONDS, remaining))
+        await first_set([committed, stopping], min(RECHECK_SECONDS, remaining))
     next_cursor = items[-1]["cursor"] if items else cursors.encode(cursors.CHANGES, position)
     return {"items": items, "next_cursor": next_cursor}
-
-
-async def _first_of(one: asyncio.Event, other: asyncio.Event, timeout: float) -> None:
-    """Until either event is set, or `timeout` seconds (a shutdown ends a long poll)."""
-    waiters = [asyncio.ensure_future(one.wait()), asyncio.ensure_future(other.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

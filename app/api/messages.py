@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import Connection, select
 
-from app.api import cursors
+from app import cursors
 from app.api.auth import ReadKey
 from app.api.deps import RuntimeDep
 from app.api.errors import ApiError, error_responses

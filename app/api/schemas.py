@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api import cursors
+from app import cursors
 
 EVENT_EXAMPLE: dict[str, Any] = {
     "id": 41,

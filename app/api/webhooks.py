@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from app.api import cursors
+from app import cursors
 from app.api.admin import RESPONSES as ADMIN_RESPONSES
 from app.api.auth import AdminKey
 from app.api.deps import RuntimeDep

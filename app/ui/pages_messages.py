@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from app.api import cursors
+from app import cursors
 from app.api.errors import ApiError
 from app.api.messages import SUMMARY_COLUMNS, MessageFilter, history, read_page, summary
 from app.models import STATUS_LENGTH, Document, Event, Message

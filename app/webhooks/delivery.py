@@ -91,7 +91,7 @@ class Deliverer:
                 self._kick.clear()
                 next_scan = loop.time() + self.settings.webhook_poll_interval_seconds
                 await self._scan()
-            await _first_of([self.stopping, self._kick, committed], next_scan - loop.time())
+            await feed.first_set([self.stopping, self._kick, committed], next_scan - loop.time())
             self._announce()
 
     async def _scan(self) -> None:
@@ -156,7 +156,7 @@ class Deliverer:
                         outbox.next_batch, engine, subscription_id, owner, settings
                     )
                 if batch is None:
-                    await _first_of([news], settings.webhook_poll_interval_seconds)
+                    await feed.first_set([news], settings.webhook_poll_interval_seconds)
                     continue
                 result = await self._send(subscription_id, batch)
                 more = not batch.reached_head or news.is_set()
@@ -216,11 +216,3 @@ class Deliverer:
         deleted = await asyncio.to_thread(outbox.purge_attempts, self.engine, days)
         if deleted:
             log.info("purged %d webhook attempts older than %d days", deleted, days)
-
-
-async def _first_of(events: list[asyncio.Event | None], timeout: float) -> None:
-    """Wait until one of `events` is set, or `timeout` seconds."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events if event is not None]
-    await asyncio.wait(waiters, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
-    for waiter in waiters:
-        waiter.cancel()
