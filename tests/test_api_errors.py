@@ -138,7 +138,8 @@ def test_the_openapi_document_declares_503_and_500_on_every_database_route(
         if path.startswith("/api/v1/") and not path.startswith("/api/v1/admin")
         for method in paths[path]
     }
-    assert len(operations) == 5  # the read endpoints and the tracking POST
+    # The read endpoints (messages, changes, stats, reconciliations, costs) and tracking.
+    assert len(operations) == 7
     for where, operation in operations.items():
         unavailable = operation["responses"]["503"]
         example = unavailable["content"]["application/json"]["example"]
