@@ -18,7 +18,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
 from app.config import Settings
-from app.provider import Balance, ProviderError, TargetSMSClient, account_time, balance
+from app.provider import Balance, ProviderError, TargetSMSClient
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,9 @@ async def check_account(client: TargetSMSClient, settings: Settings, now: dateti
     zone: ZoneCheck | None = None
     money: Balance | None = None
     try:
-        zone = check_zone(await account_time(client), now, settings)
+        zone = check_zone(await client.account_time(), now, settings)
         report_zone(zone, settings)
-        money = await balance(client)
+        money = await client.balance()
         report_balance(money, settings)
     except ProviderError as exc:
         log.warning("account check failed: %s", exc)

@@ -25,8 +25,6 @@ from app.provider import (
     AuthenticationFailed,
     ProviderError,
     TargetSMSClient,
-    account_time,
-    balance,
 )
 from app.tokens import CALLBACK_PREFIX
 
@@ -83,7 +81,7 @@ def callback_url(registered: str, settings: Settings, token: str | None) -> Find
 
 async def zone(client: TargetSMSClient, settings: Settings, now: datetime) -> Finding:
     try:
-        check = check_zone(await account_time(client), now, settings)
+        check = check_zone(await client.account_time(), now, settings)
     except ProviderError as exc:
         return warn("account zone", f"time.php failed: {exc}", "try again later")
     offset = check.offset.total_seconds()
@@ -101,7 +99,7 @@ async def zone(client: TargetSMSClient, settings: Settings, now: datetime) -> Fi
 
 async def money(client: TargetSMSClient, settings: Settings) -> Finding:
     try:
-        left = await balance(client)
+        left = await client.balance()
     except ProviderError as exc:
         return warn("balance", f"balance.php failed: {exc}", "try again later")
     sms = ", ".join(f"{s.area} {s.count}" for s in left.sms)

@@ -44,10 +44,10 @@ def create_app(settings: Settings) -> FastAPI:
         bodies = BodyBudget(settings.max_bodies_in_flight_bytes)
         runtime = Runtime(settings, engine, writer, token, Health(engine), bodies)
         app.state.runtime = runtime
-        app.state.ui = ui_state(settings, engine)  # dashboard (issue 13)
+        app.state.ui = ui_state(settings, engine)  # the dashboard's caches
         unwatch = watch_signals(runtime.health, settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
-        # Outbound webhooks (issue 11): delivered from here unless WEBHOOK_DELIVERY=false.
+        # Outbound webhooks: delivered from here unless WEBHOOK_DELIVERY=false.
         deliverer = Deliverer(settings, engine, wake=writer.commit_signal)
         delivering = asyncio.create_task(deliverer.run()) if settings.webhook_delivery else None
         # What start-up built lives as long as the process;
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Stores TargetSMS delivery statuses and serves them.",
         version="0.1.0",
         lifespan=lifespan,
-        # issue 10 (core): FastAPI's native OpenTelemetry asks for a tracer
+        # FastAPI's native OpenTelemetry asks for a tracer
         # provider on every request (2% of a 1-state callback); we export none.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(root.router)
     app.add_middleware(LastResort)  # inside the request log: it sees the id and the 500
-    install_ui(app)  # dashboard (issue 13): /ui/
+    install_ui(app)  # the dashboard, /ui/
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

@@ -57,8 +57,6 @@ __all__ = [
     "StatRow",
     "StatsAnswer",
     "TargetSMSClient",
-    "account_time",
-    "balance",
     "rejection",
     "xml_value",
 ]
@@ -259,7 +257,17 @@ class TargetSMSClient:
         polled = (_polled_state(element) for element in root.findall("state"))
         return [state for state in polled if state is not None]
 
-    # stats.php (issue 12)
+    async def account_time(self) -> datetime | dt_time:
+        """time.php: the account's local wall clock (naive); a bare time when no date is given.
+
+        The manual shows both `2012-12-17 18:34:27` and `15:34:05`.
+        """
+        return _account_time(await self._call("time.php", ""))
+
+    async def balance(self) -> Balance:
+        """balance.php: money left, and per direction how many messages it buys."""
+        return _balance(await self._call("balance.php", ""))
+
     async def stats(self, start: datetime, stop: datetime) -> StatsAnswer:
         """Per-part rows of the messages sent from minute `start` through minute `stop`.
 
@@ -337,9 +345,7 @@ def _callback_url(root: Element) -> str:
     return "".join(element.itertext()).strip()
 
 
-# --- The account: time.php and balance.php (selfheal) ---------------------------------
-# Module functions rather than methods, so that branches adding endpoints do not
-# collide inside the class; they use its one call path (retries, errors, no secrets).
+# --- The account: time.php and balance.php ---------------------------------------------
 
 _WALL_CLOCK = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2} )?[0-9]{2}:[0-9]{2}:[0-9]{2}")
 _MONEY = re.compile(r"-?[0-9]{1,12}([.,][0-9]{1,6})?")
@@ -361,12 +367,7 @@ class Balance:
     sms: tuple[SmsLeft, ...]
 
 
-async def account_time(client: TargetSMSClient) -> datetime | dt_time:
-    """time.php: the account's local wall clock (naive); a bare time when no date is given.
-
-    The manual shows both `2012-12-17 18:34:27` and `15:34:05`.
-    """
-    root = await client._call("time.php", "")
+def _account_time(root: Element) -> datetime | dt_time:
     element = root.find("time")
     text = "".join(element.itertext()).strip() if element is not None else ""
     if not _WALL_CLOCK.fullmatch(text):
@@ -379,9 +380,7 @@ async def account_time(client: TargetSMSClient) -> datetime | dt_time:
         raise ProviderProtocolError("time.php: <time> is not a real date and time") from None
 
 
-async def balance(client: TargetSMSClient) -> Balance:
-    """balance.php: money left, and per direction how many messages it buys."""
-    root = await client._call("balance.php", "")
+def _balance(root: Element) -> Balance:
     element = root.find("money")
     text = "".join(element.itertext()).strip() if element is not None else ""
     if element is None or not _MONEY.fullmatch(text):
@@ -402,7 +401,7 @@ def _sms_left(element: Element) -> SmsLeft | None:
     return SmsLeft(area, int(count))
 
 
-# --- stats.php: per-part statistics for reconciliation (issue 12) ---------------------
+# --- stats.php: per-part statistics for reconciliation ---------------------------------
 
 
 class BadDate(ProviderRejected):

@@ -144,7 +144,7 @@ class SimulatorState:
         self._given_up: list[PushedState] = []
         self._lost: list[PushedState] = []
         self._state_requests: list[tuple[str, ...]] = []
-        self.account = SimAccount(Decimal(balance))  # selfheal: balance.php, silence
+        self.account = SimAccount(Decimal(balance))  # balance.php, and the silence switch
         # stats.php (issue 12): what was sent, and the most rows one answer may hold.
         self._sent: dict[str, SentRecord] = {}
         self._stats_requests: list[tuple[str, str]] = []
@@ -307,7 +307,7 @@ class SimulatorState:
     def _now(self) -> str:
         return datetime.now(self._zone).strftime("%Y-%m-%d %H:%M:%S")
 
-    # --- selfheal: the account's zone (time.php, and the times in statuses) ---------
+    # --- the account's zone (time.php, and the times in statuses) ---------
 
     @property
     def zone(self) -> str:
@@ -355,7 +355,7 @@ class SimulatorState:
             return list(self._stats_requests)
 
 
-# --- selfheal: the account's money, and silence ------------------------------------
+# --- the account's money, and silence ------------------------------------
 
 # Price of one message part per direction, as balance.php counts them (the manual's
 # example: the same money buys half as many messages to Ukraine).
@@ -618,7 +618,7 @@ async def _state_php(request: Request) -> Response:
     return _xml_response(root)
 
 
-# --- selfheal: time.php, balance.php and their switches ---------------------------
+# --- time.php, balance.php and their switches ---------------------------
 
 
 async def _time_php(request: Request) -> Response:

@@ -19,8 +19,6 @@ from app.provider import (
     ProviderUnavailable,
     SmsLeft,
     TargetSMSClient,
-    account_time,
-    balance,
 )
 from app.simulator import SimulatorServer, SimulatorState
 
@@ -53,7 +51,7 @@ def answering(body: bytes, status: int = 200) -> httpx.MockTransport:
 
 async def test_time_is_the_accounts_wall_clock(sim: SimulatorServer) -> None:
     async with client(sim.api_url) as provider:
-        answer = await account_time(provider)
+        answer = await provider.account_time()
     assert isinstance(answer, datetime)
     novosibirsk = datetime.now(ZoneInfo("Asia/Novosibirsk")).replace(tzinfo=None)
     assert abs((answer - novosibirsk).total_seconds()) < 5
@@ -61,9 +59,9 @@ async def test_time_is_the_accounts_wall_clock(sim: SimulatorServer) -> None:
 
 async def test_balance_decreases_by_parts_times_price(sim: SimulatorServer) -> None:
     async with client(sim.api_url) as provider:
-        before = await balance(provider)
+        before = await provider.balance()
         sim.state.create(2, num_parts=2, price="1.5")  # 6.00 spent
-        after = await balance(provider)
+        after = await provider.balance()
     assert before == Balance(Decimal("10"), "RUR", (SmsLeft("Россия", 8), SmsLeft("Украина", 4)))
     assert after.money == Decimal("4.0")
     assert after.sms == (SmsLeft("Россия", 3), SmsLeft("Украина", 1))
@@ -72,13 +70,13 @@ async def test_balance_decreases_by_parts_times_price(sim: SimulatorServer) -> N
 async def test_the_manuals_answers_are_read() -> None:
     bare = b"<?xml version='1.0' encoding='utf-8'?><response><time>15:34:05</time></response>"
     async with client("http://p.test/xml/", transport=answering(bare)) as provider:
-        assert await account_time(provider) == time(15, 34, 5)
+        assert await provider.account_time() == time(15, 34, 5)
     example = (
         "<response><money>8</money><sms area='Россия'>8</sms><sms area='Украина'>4</sms>"
         "<sms area=''>3</sms><sms area='X'>many</sms></response>"
     ).encode()
     async with client("http://p.test/xml/", transport=answering(example)) as provider:
-        assert await balance(provider) == Balance(
+        assert await provider.balance() == Balance(
             Decimal("8"), None, (SmsLeft("Россия", 8), SmsLeft("Украина", 4))
         )
 
@@ -86,7 +84,7 @@ async def test_the_manuals_answers_are_read() -> None:
 async def test_a_decimal_comma_is_read_as_a_point() -> None:
     body = b"<response><money>150,25</money></response>"
     async with client("http://p.test/xml/", transport=answering(body)) as provider:
-        assert (await balance(provider)).money == Decimal("150.25")
+        assert (await provider.balance()).money == Decimal("150.25")
 
 
 @pytest.mark.parametrize(
@@ -102,7 +100,7 @@ async def test_a_decimal_comma_is_read_as_a_point() -> None:
 async def test_unreadable_time_is_a_protocol_error(body: bytes) -> None:
     async with client("http://p.test/xml/", transport=answering(body)) as provider:
         with pytest.raises(ProviderProtocolError, match=r"time\.php"):
-            await account_time(provider)
+            await provider.account_time()
 
 
 @pytest.mark.parametrize(
@@ -112,26 +110,26 @@ async def test_unreadable_time_is_a_protocol_error(body: bytes) -> None:
 async def test_unreadable_balance_is_a_protocol_error(body: bytes) -> None:
     async with client("http://p.test/xml/", transport=answering(body)) as provider:
         with pytest.raises(ProviderProtocolError, match=r"balance\.php"):
-            await balance(provider)
+            await provider.balance()
 
 
 async def test_refusals_and_timeouts_are_the_clients_errors(sim: SimulatorServer) -> None:
     async with client(sim.api_url, password="wrong") as provider:
         with pytest.raises(AuthenticationFailed):
-            await account_time(provider)
+            await provider.account_time()
         with pytest.raises(AuthenticationFailed):
-            await balance(provider)
+            await provider.balance()
     refused = "<response><error>Неправильный формат XML документа</error></response>".encode()
     async with client("http://p.test/xml/", transport=answering(refused)) as provider:
         with pytest.raises(MalformedRequest):
-            await balance(provider)
+            await provider.balance()
 
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
     async with client("http://p.test/xml/", transport=httpx.MockTransport(slow)) as provider:
         with pytest.raises(ProviderUnavailable, match=r"time\.php: ReadTimeout"):
-            await account_time(provider)
+            await provider.account_time()
 
 
 async def test_the_request_is_just_security() -> None:
@@ -142,7 +140,7 @@ async def test_the_request_is_just_security() -> None:
         return httpx.Response(200, content=b"<response><time>10:00:00</time></response>")
 
     async with client("http://p.test/xml/", transport=httpx.MockTransport(record)) as provider:
-        await account_time(provider)
+        await provider.account_time()
     assert seen == [
         (
             '<?xml version="1.0" encoding="utf-8"?><request><security>'
