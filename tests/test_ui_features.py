@@ -16,6 +16,7 @@ from app.api import cursors
 from app.config import Settings
 from app.db import write_transaction
 from app.models import MessageContext, ReconciliationReport, WebhookAttempt, WebhookSubscription
+from app.reconcile_store import claim_day
 from app.webhooks import subscriptions
 from tests.api_helpers import store
 from tests.conftest import LiveServer
@@ -91,23 +92,15 @@ def context(engine: Engine, id_sms: str, sent_at: datetime, cost: str, **more: A
 
 
 def report(engine: Engine, day: date, **values: Any) -> None:
-    row = {
-        "day": day,
-        "status": "done",
-        "owner": "poller-1:42",
-        "started_at": datetime.now(UTC),
-        "windows": 1,
-        "parts": 0,
-        "messages": 0,
-        "provider_counts": "{}",
-        "our_counts": "{}",
-        "added": 0,
-        "updated": 0,
-        "flagged": 0,
-        "error": None,
-    } | values
+    """A report row as a reconciler leaves it: claimed, then finished with `values`."""
+    report_id = claim_day(engine, day, "poller-1:42", datetime.now(UTC))
+    assert report_id is not None
     with write_transaction(engine) as conn:
-        conn.execute(insert(ReconciliationReport), row)
+        conn.execute(
+            update(ReconciliationReport)
+            .where(ReconciliationReport.id == report_id)
+            .values(**({"status": "done", "lease_until": None} | values))
+        )
 
 
 def test_overview_shows_failing_webhooks_cost_and_the_last_reconciliation(
