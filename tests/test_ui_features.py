@@ -197,6 +197,11 @@ def test_the_webhooks_page_lists_subscriptions_and_attempts_but_no_secret(
     # A read session sees no buttons.
     assert "/pause" not in page.text and "/rotate" not in page.text and "/replay" not in page.text
     assert "An administrator can pause" in text
+    # In Russian too (every new text has its translation; tests/test_ui_units.py checks all).
+    russian = text_of(reader.get("/ui/webhooks", headers={"accept-language": "ru"}).text)
+    assert "Отставание 0 изменений, 0 с" in russian and "Последние попытки" in russian
+    overview = text_of(reader.get("/ui/", headers={"accept-language": "ru"}).text)
+    assert "Вебхуки" in overview and "Последняя сверка" in overview
 
 
 def post(client: httpx.Client, path: str, **data: str) -> httpx.Response:
