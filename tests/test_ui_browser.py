@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.simulator import SimulatorServer, SimulatorState
+from app.webhooks import subscriptions
 from tests.api_helpers import push, store, track
 from tests.conftest import LiveServer, in_ci
 from tests.sim_helpers import LOGIN, PASSWORD, with_provider
@@ -247,3 +248,27 @@ def test_russian_from_the_switch_with_status_meanings(
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390  # no sideways scrolling at phone width
         shoot(page, "overview-phone", settings.database_url)
+
+
+def test_admin_pauses_and_resumes_a_webhook_subscription(
+    settings: Settings, engine: Engine, page: Page
+) -> None:
+    created = subscriptions.create(engine, "https://crm.example.org/hooks/sms", final_only=True)
+    sub_id = created.view["id"]
+    quiet = Settings(**(settings.model_dump() | {"webhook_delivery": False}), _env_file=None)  # type: ignore[arg-type]
+    with LiveServer(quiet) as live:
+        sign_in(page, live.url, "admin-key-1")
+        page.get_by_role("link", name="Webhooks").first.click()
+        expect(page).to_have_url(f"{live.url}/ui/webhooks")
+        state = page.locator(f"#sub-{sub_id} dd.state")
+        expect(state).to_have_text("enabled")
+        shoot(page, "webhooks", settings.database_url)
+        page.locator(f"#pause-{sub_id}").click()
+        expect(page.locator("#webhook-result")).to_have_text("Paused.")
+        expect(state).to_have_text("disabled: paused")
+        assert subscriptions.get(engine, sub_id)["enabled"] is False
+        page.locator(f"#resume-{sub_id}").click()
+        expect(page.locator("#webhook-result")).to_have_text("Resumed from its cursor.")
+        expect(state).to_have_text("enabled")
+        assert subscriptions.get(engine, sub_id)["enabled"] is True
+        assert created.secret not in page.content()

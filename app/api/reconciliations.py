@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from app.api.auth import ReadKey
 from app.api.deps import RuntimeDep
@@ -81,14 +81,21 @@ def list_reconciliations(
     until: Annotated[date | None, Query(description="Last day (inclusive).")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
+    with runtime.engine.connect() as conn:
+        return {"reconciliations": reports(conn, since, until, limit)}
+
+
+def reports(
+    conn: Connection, since: date | None, until: date | None, limit: int
+) -> list[dict[str, Any]]:
+    """The report rows, newest first (also the dashboard's "last reconciliation")."""
     query = select(*COLUMNS).order_by(ReconciliationReport.id.desc()).limit(limit)
     if since is not None:
         query = query.where(ReconciliationReport.day >= since)
     if until is not None:
         query = query.where(ReconciliationReport.day <= until)
-    with runtime.engine.connect() as conn:
-        found = [dict(row._mapping) for row in conn.execute(query)]
+    found = [dict(row._mapping) for row in conn.execute(query)]
     for row in found:
         row["provider_counts"] = json.loads(row["provider_counts"])
         row["our_counts"] = json.loads(row["our_counts"])
-    return {"reconciliations": found}
+    return found

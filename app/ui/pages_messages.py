@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from app import cursors
 from app.api.errors import ApiError
 from app.api.messages import SUMMARY_COLUMNS, MessageFilter, history, read_page, summary
-from app.models import STATUS_LENGTH, Document, Event, Message
+from app.models import STATUS_LENGTH, Document, Event, Message, MessageContext
 from app.ui.i18n import N_, STATUS_MEANINGS
 from app.ui.render import utc_time
 from app.ui.state import SignedIn, View
@@ -213,6 +213,7 @@ async def message_page(view: SignedIn, id_sms: str) -> Response:
                 return None
             found = summary(row._mapping) | {"last_polled_at": row.last_polled_at}
             found["events"] = history(conn, id_sms)
+            found["context"] = _context(conn, id_sms)
             found["documents"] = _documents(conn, id_sms) if view.session.admin else []
             return found
 
@@ -220,6 +221,14 @@ async def message_page(view: SignedIn, id_sms: str) -> Response:
     if message is None:
         return view.page("message.html", 404, message=None, id_sms=id_sms)
     return view.page("message.html", message=message, id_sms=id_sms)
+
+
+def _context(conn: Connection, id_sms: str) -> dict[str, Any] | None:
+    """What the provider's statistics said about it (reconciliation), if they listed it."""
+    row = conn.execute(
+        select(MessageContext.__table__).where(MessageContext.id_sms == id_sms)
+    ).first()
+    return dict(row._mapping) if row is not None else None
 
 
 def _documents(conn: Connection, id_sms: str) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from app import callback_url
 from app.logs import redact
-from app.ui import chart, overview
+from app.ui import chart, overview, panels
 from app.ui.state import SignedIn, View
 
 router = APIRouter(prefix="/ui")
@@ -38,10 +38,14 @@ async def _figures(view: View, chart_kind: str) -> dict[str, Any]:
             )
 
     figures = await run_in_threadpool(read)
+    extra = await run_in_threadpool(
+        panels.build, view.runtime.engine, view.runtime.settings, view.now
+    )
     series = [(interval.label, counts) for interval, counts in figures.series]
     expected = callback_url.expected_url(view.runtime.settings, view.runtime.callback_token)
     return {
         "o": figures,
+        "panels": extra,
         "chart": chart.stacked(series),
         "chart_kind": chart_kind,
         "expected_url": redact(expected) if expected else None,

@@ -10,7 +10,13 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.ui import pages_auth, pages_callback, pages_messages, pages_overview
+from app.ui import (
+    pages_auth,
+    pages_callback,
+    pages_messages,
+    pages_overview,
+    pages_webhooks,
+)
 from app.ui.state import Forbidden, LoginRequired, Unavailable, get_view
 
 STATIC = Path(__file__).parent / "static"
@@ -30,7 +36,7 @@ HEADERS = [
 
 
 def install(app: FastAPI) -> None:
-    for module in (pages_auth, pages_overview, pages_messages, pages_callback):
+    for module in (pages_auth, pages_overview, pages_messages, pages_callback, pages_webhooks):
         app.include_router(module.router, include_in_schema=False)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(LoginRequired, _login_required)
