@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from app.api import cursors
+from app import cursors
 from app.config import Settings
 from app.db import write_transaction
 from app.models import MessageContext, ReconciliationReport, WebhookAttempt, WebhookSubscription

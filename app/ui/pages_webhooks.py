@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from app.api import cursors
+from app import cursors
 from app.api.errors import ApiError
 from app.ui.i18n import N_
 from app.ui.state import Admin, CheckedForm, SignedIn, View
