@@ -37,7 +37,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("parsing", ("app/protocol.py", "defusedxml", "xml/etree")),
     ("planning", ("app/ingest.py",)),
     ("commit", ("_commit_impl", "do_commit", "commit (psycopg/", "pysqlite_connection_commit")),
-    ("SQL", ("sqlalchemy", "psycopg", "sqlite3", "app/store.py", "app/bulk.py")),
+    ("SQL", ("sqlalchemy", "psycopg", "sqlite3", "app/store.py")),
     ("writer hand-off", ("app/writer.py", "concurrent/futures", "threading.py", "queue.py")),
     ("HTTP and middleware", ("uvicorn", "starlette", "fastapi", "httptools", "h11", "app/api")),
     ("event loop", ("asyncio", "uvloop")),
