@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(root.router)
     app.add_middleware(LastResort)  # inside the request log: it sees the id and the 500
     install_ui(app)  # the dashboard, /ui/
+    app.add_middleware(callbacks.CallbackEndpoint)  # the provider's pushes, ahead of routing
     app.add_middleware(RequestLogMiddleware, access_log=settings.access_log)
     trust_proxies(app, settings)  # outermost: everything inside sees the real client
     return app

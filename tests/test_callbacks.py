@@ -412,3 +412,20 @@ def test_an_over_long_time_is_skipped_never_truncated(client: httpx.Client, engi
     body = doc(("1", "read", first), ("1", "read", second), ("2", "read", "z" * 64))
     assert acked(client.post(CALLBACK_PATH, content=body)) == ["2"]
     assert stored_states(engine) == [("2", "read", "z" * 64)]
+
+
+def test_the_callback_answered_ahead_of_routing_is_still_a_route_like_the_others(
+    client: httpx.Client, engine: Engine
+) -> None:
+    """CallbackEndpoint answers the POSTs itself; everything else about the
+    path is FastAPI's as before, and the OpenAPI document still describes it."""
+    response = client.post(CALLBACK_PATH, content=DIGEST_PUSH)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]  # inside the request log, like every route
+    assert client.get(CALLBACK_PATH).status_code == 405
+    assert client.post(CALLBACK_PATH + "/more", content=DIGEST_PUSH).status_code == 404
+    assert client.post("/callbacks/targetsms/", content=DIGEST_PUSH).status_code == 404
+    assert len(stored_states(engine)) == 2  # only the first POST stored anything
+    operation = client.get("/openapi.json").json()["paths"]["/callbacks/targetsms/{token}"]
+    assert set(operation) == {"post"}
+    assert {"200", "400", "503"} <= set(operation["post"]["responses"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -10,6 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
+from app.config import Settings
+from app.db import create_db_engine, write_transaction
 from app.ingest import Outcome, Submission
 from app.protocol import IncomingState
 from app.writer import StorageUnavailable, Writer
@@ -102,3 +105,33 @@ def test_the_split_keeps_every_good_submission_whatever_the_order(
     assert sorted(acked) == ["100", "101", "102"]
     assert sum(isinstance(r, StorageUnavailable) for r in results) == 1
     assert sorted(r[0] for r in rows(engine, "SELECT id_sms FROM events")) == acked
+
+
+def test_a_commit_that_does_not_come_in_time_is_answered_503_and_may_still_land(
+    engine: Engine, settings: Settings
+) -> None:
+    """Another writer holds the database's write lock past the timeout: the
+    request is answered StorageUnavailable (503) about then, not when the lock
+    goes; its batch, already taken, commits once the lock is released."""
+    other = create_db_engine(settings)
+
+    async def scenario() -> float:
+        writer = Writer(engine, max_batch_states=1000, timeout=0.3)
+        writer.start()
+        try:
+            with write_transaction(other):
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable, match="did not commit in time"):
+                    # wait_for: a writer that never answers fails here, not hangs
+                    await asyncio.wait_for(writer.submit(submission("770", b"late")), 5)
+                waited = time.monotonic() - started
+        finally:
+            await writer.stop()  # waits for the batch's commit, now unblocked
+        return waited
+
+    try:
+        waited = asyncio.run(scenario())
+    finally:
+        other.dispose()
+    assert 0.3 <= waited < 2.0
+    assert rows(engine, "SELECT id_sms, status FROM events") == [("770", "deliver")]
