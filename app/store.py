@@ -19,19 +19,23 @@ columns and the (id_sms, status, time) keys already seen), lets
   tuples already converted by each column's bind processor, skipping
   SQLAlchemy's per-row work (two thirds of a 3,200-state group commit).
   Document ids are drawn under the write lock (max + 1) rather than returned
-  by an INSERT ... RETURNING per batch.
+  by an INSERT ... RETURNING per batch. The batch's ids travel as one JSON
+  array (`json_each`): an expanding `IN` of 3,200 parameters cost 12% of a
+  group commit in SQLAlchemy's compiler alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam, select
+from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -214,20 +218,22 @@ def _columns(rows: Sequence[Row], names: list[str]) -> Row:
 
 # SQLite --------------------------------------------------------------------
 
+BATCH_IDS = "(SELECT value FROM json_each(:ids))"
+# Typed: SQLAlchemy turns the stored text back into datetimes and booleans.
+SQLITE_LOAD_MESSAGES = text(
+    f"SELECT id_sms, {', '.join(STORED)} FROM messages WHERE id_sms IN {BATCH_IDS}"  # noqa: S608
+).columns(MESSAGES.c.id_sms, *(MESSAGES.c[name] for name in STORED))
+SQLITE_LOAD_KEYS = text(
+    f"SELECT id_sms, status, time_raw FROM events WHERE id_sms IN {BATCH_IDS}"  # noqa: S608
+)
+
 
 def _store_sqlite(
     conn: Connection, submissions: Sequence[Submission], now: datetime
 ) -> list[Outcome]:
-    ids = batch_ids(submissions)
-    loaded = select(MESSAGES.c.id_sms, *(MESSAGES.c[name] for name in STORED))
-    stored = {
-        row[0]: stored_current(row[1:])
-        for row in conn.execute(loaded.where(MESSAGES.c.id_sms.in_(ids)))
-    }
-    keys = select(EVENTS.c.id_sms, EVENTS.c.status, EVENTS.c.time_raw).where(
-        EVENTS.c.id_sms.in_(ids)
-    )
-    seen: set[Key] = {(row[0], row[1], row[2]) for row in conn.execute(keys)}
+    ids = {"ids": json.dumps(batch_ids(submissions))}
+    stored = {row[0]: stored_current(row[1:]) for row in conn.execute(SQLITE_LOAD_MESSAGES, ids)}
+    seen: set[Key] = {(row[0], row[1], row[2]) for row in conn.execute(SQLITE_LOAD_KEYS, ids)}
     plan = plan_batch(stored, seen, submissions, now)
     wanted = _documents_wanted(submissions)
     first = (
@@ -304,11 +310,20 @@ def _tuples(conn: Connection, table: Table, rows: Sequence[Row], names: list[str
     processor: what SQLAlchemy's executemany does, without its per-row work.
     A batch's rows share most of their times (received, updated, the provider's
     time of a whole document), so each distinct value is converted once."""
-    pairs = [
-        (name, None if process is None else _once_per_value(process))
-        for name, process in zip(names, _processors(table, tuple(names), conn.dialect), strict=True)
-    ]
-    return [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows]
+    # One C call per row for the values as they are (itemgetter of one name
+    # gives the value itself, not a 1-tuple).
+    values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    processors = _processors(table, tuple(names), conn.dialect)
+    convert = [(i, _once_per_value(p)) for i, p in enumerate(processors) if p is not None]
+    if not convert:
+        return [values(row) for row in rows]
+    converted = []
+    for row in rows:
+        params = list(values(row))
+        for i, process in convert:
+            params[i] = process(params[i])
+        converted.append(tuple(params))
+    return converted
 
 
 @lru_cache(maxsize=64)
