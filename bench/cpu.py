@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import statistics
@@ -110,12 +111,16 @@ def thread_cpu(native_id: int) -> float:
 Runs = dict[str, list[tuple[float, float]]]
 
 
-async def measure(url: str, states: int, requests: int, runs: int) -> Runs:
-    os.environ.update({"DATABASE_URL": url, "CALLBACK_TOKEN": TOKEN, "ACCESS_LOG": "false"})
+async def measure(url: str, states: int, requests: int, runs: int, access_log: bool) -> Runs:
+    os.environ.update({"DATABASE_URL": url, "CALLBACK_TOKEN": TOKEN})
+    os.environ["ACCESS_LOG"] = "true" if access_log else "false"
     from app.config import Settings
+    from app.logs import configure_logging
     from app.main import create_app
 
-    service = create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)  # as `serve` does
+    service = create_app(settings)
     floor = create_floor_app()
     ids = itertools.count(1)
     results: Runs = {"floor": [], "service": []}
@@ -134,15 +139,22 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=1)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--access-log", default="off", choices=["on", "off"])
     args = parser.parse_args()
     out = Path("bench/out").resolve()
     out.mkdir(parents=True, exist_ok=True)
     with fresh_database(args.database, out, f"cpu_{args.database}") as url:
-        results = asyncio.run(measure(url, args.states, args.requests, args.runs))
+        log = (
+            out / f"cpu_{args.database}.log"
+        )  # the service's log lines, as a server's go to a file
+        with open(log, "w") as sink, contextlib.redirect_stderr(sink):
+            results = asyncio.run(
+                measure(url, args.states, args.requests, args.runs, args.access_log == "on")
+            )
     floor = statistics.median(cpu for cpu, _ in results["floor"])
     service = statistics.median(cpu for cpu, _ in results["service"])
     print(
-        f"{args.database} {args.states}-state: floor {floor * 1e6:,.0f} us, "
+        f"{args.database} {args.states}-state, access log {args.access_log}: floor {floor * 1e6:,.0f} us, "
         f"service {service * 1e6:,.0f} us per request (medians of {args.runs}); "
         f"floor / service {floor / service:.2f}"
     )
