@@ -154,7 +154,8 @@ def main() -> None:
     floor = statistics.median(cpu for cpu, _ in results["floor"])
     service = statistics.median(cpu for cpu, _ in results["service"])
     print(
-        f"{args.database} {args.states}-state, access log {args.access_log}: floor {floor * 1e6:,.0f} us, "
+        f"{args.database} {args.states}-state, access log {args.access_log}: "
+        f"floor {floor * 1e6:,.0f} us, "
         f"service {service * 1e6:,.0f} us per request (medians of {args.runs}); "
         f"floor / service {floor / service:.2f}"
     )
