@@ -36,24 +36,31 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> Engine:
         return _sqlite_engine(url.render_as_string(hide_password=False), **kwargs)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    connect_args = {
-        "connect_timeout": settings.db_connect_timeout_seconds,
-        # psycopg prepares a statement after 5 runs, and PostgreSQL may then
-        # keep a generic plan chosen while the tables were nearly empty: a
-        # sequential scan for `id_sms = ANY(:ids)`, which turned a 0.1 s group
-        # commit into 4 s once the tables grew. Plan for the real parameters.
-        "options": "-c plan_cache_mode=force_custom_plan",
-    }
+    # In the URL rather than connect_args, so that the writer's own connection
+    # (`postgres_connect_kwargs`) connects exactly as the engine does.
+    url = url.update_query_dict(
+        {
+            "connect_timeout": str(settings.db_connect_timeout_seconds),
+            # psycopg prepares a statement after 5 runs, and PostgreSQL may then
+            # keep a generic plan chosen while the tables were nearly empty: a
+            # sequential scan for `id_sms = ANY(:ids)`, which turned a 0.1 s group
+            # commit into 4 s once the tables grew. Plan for the real parameters.
+            "options": "-c plan_cache_mode=force_custom_plan",
+        }
+    )
     kwargs.setdefault("pool_pre_ping", True)
     # Room for every thread of the request threadpool (40) that reads at once.
     kwargs.setdefault("pool_size", settings.db_pool_size)
     kwargs.setdefault("max_overflow", max(0, READ_THREADS - settings.db_pool_size))
-    return create_engine(
-        url,
-        pool_timeout=settings.db_connect_timeout_seconds,
-        connect_args=connect_args,
-        **kwargs,
-    )
+    return create_engine(url, pool_timeout=settings.db_connect_timeout_seconds, **kwargs)
+
+
+def postgres_connect_kwargs(engine: Engine) -> dict[str, Any]:
+    """What psycopg needs to connect as `engine` does (host, credentials, the
+    timeout and options above), for a connection of our own outside its pool."""
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    kwargs.pop("context", None)  # SQLAlchemy's adapters: our statements need psycopg's own
+    return dict(kwargs)
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

@@ -39,7 +39,7 @@ from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, IntegrityError
 
-from app.db import WRITE_LOCK_KEY, write_transaction
+from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
 from app.ingest import (
     STORED,
     Key,
@@ -156,25 +156,103 @@ def _store_postgres(
     *,
     locked: bool,
 ) -> list[Outcome]:
-    ids = batch_ids(submissions)
     if not locked:
         raw.execute(LOCK, (WRITE_LOCK_KEY,))
-    messages = raw.execute(LOAD_MESSAGES, (ids,))
-    keys = raw.execute(LOAD_KEYS, (ids,))
-    allocated = raw.execute(NEXT_DOCUMENT_IDS, (_documents_wanted(submissions),))
-    stored = {row[0]: stored_current(row[1:]) for row in messages.fetchall()}
-    seen: set[Key] = {(row[0], row[1], row[2]) for row in keys.fetchall()}
+    cursors = [raw.execute(sql, params) for sql, params in _postgres_loads(submissions)]
+    loaded = [cursor.fetchall() for cursor in cursors]  # the pipeline's first sync
+    writes, outcomes = _postgres_writes(dialect, submissions, now, loaded)
+    for sql, params in writes:
+        raw.execute(sql, params)
+    return outcomes
+
+
+class AsyncPostgresCommit:
+    """`commit` on PostgreSQL for the writer, from the event loop, on a
+    connection of its own (psycopg's AsyncConnection, in pipeline mode).
+
+    With the commit on a thread, each of its network waits ended with the
+    thread taking the GIL back from a busy event loop: py-spy found the writer
+    thread 98% in `Connection.wait` under wrk, a 1-state group commit took
+    7.5 ms for 16 documents, and that cycle, not the CPU, capped the requests
+    a second. On the loop the waits cost nothing; only the planning's CPU
+    remains. The statements and the plan are the thread path's own
+    (`_postgres_loads`, `_postgres_writes`): only the I/O differs.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._dialect = engine.dialect
+        self._connect_kwargs = postgres_connect_kwargs(engine)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def commit(self, submissions: Sequence[Submission], now: datetime) -> list[Outcome]:
+        """As `commit`: stored and committed, or raises with nothing stored."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs)
+        try:
+            with _refused_as_data():
+                async with conn.pipeline():
+                    await conn.execute(LOCK, (WRITE_LOCK_KEY,))
+                    loads = _postgres_loads(submissions)
+                    cursors = [await conn.execute(sql, params) for sql, params in loads]
+                    loaded = [await cursor.fetchall() for cursor in cursors]
+                    writes, outcomes = _postgres_writes(self._dialect, submissions, now, loaded)
+                    for sql, params in writes:
+                        await conn.execute(sql, params)
+                    await conn.commit()
+            return outcomes
+        except BaseException:
+            await self._recover(conn)
+            raise
+
+    async def _recover(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """After a failed batch: roll back, or drop a connection that broke (the
+        next batch connects anew)."""
+        try:
+            await conn.rollback()
+        except psycopg.Error:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def _postgres_loads(submissions: Sequence[Submission]) -> list[tuple[str, Any]]:
+    """What the plan needs: the messages and event keys stored for the batch's
+    ids, and an id for each of its documents."""
+    ids = batch_ids(submissions)
+    return [
+        (LOAD_MESSAGES, (ids,)),
+        (LOAD_KEYS, (ids,)),
+        (NEXT_DOCUMENT_IDS, (_documents_wanted(submissions),)),
+    ]
+
+
+def _postgres_writes(
+    dialect: Dialect,
+    submissions: Sequence[Submission],
+    now: datetime,
+    loaded: list[list[Any]],
+) -> tuple[list[tuple[str, Any]], list[Outcome]]:
+    """The batch planned on what `_postgres_loads` found: its statements, and
+    what each submission is answered."""
+    messages, keys, allocated = loaded
+    stored = {row[0]: stored_current(row[1:]) for row in messages}
+    seen: set[Key] = {(row[0], row[1], row[2]) for row in keys}
     plan = plan_batch(stored, seen, submissions, now)
-    documents, events = _with_document_ids(plan, [row[0] for row in allocated.fetchall()])
+    documents, events = _with_document_ids(plan, [row[0] for row in allocated])
+    writes = []
     for table, rows in ((DOCUMENTS, documents), (MESSAGES, plan.new_messages), (EVENTS, events)):
         if rows:
             names = list(rows[0])
-            raw.execute(unnest_insert_sql(table, names, dialect, "%"), _columns(rows, names))
+            writes.append((unnest_insert_sql(table, names, dialect, "%"), _columns(rows, names)))
     if plan.changed_messages:
         names = list(plan.changed_messages[0])
         sql = unnest_update_sql(MESSAGES, "id_sms", names, dialect, "%")
-        raw.execute(sql, _columns(plan.changed_messages, names))
-    return plan.outcomes
+        writes.append((sql, _columns(plan.changed_messages, names)))
+    return writes, plan.outcomes
 
 
 def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: str = ":") -> str:

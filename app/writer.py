@@ -4,8 +4,10 @@ A commit costs far more than the rows in it (an fsync, and ~0.4 ms of client
 work through SQLAlchemy), so one transaction per request caps the service at a
 few thousand requests a second. Instead each request hands its states to the
 process's single writer and waits; the writer takes everything that queued up
-while the previous transaction ran, stores it in one transaction on its own
-thread, and only after the commit answers each waiting request. A request is
+while the previous transaction ran, stores it in one transaction (on its own
+thread for SQLite, whose calls block; from the event loop for PostgreSQL, see
+`store.AsyncPostgresCommit`), and only after the commit answers each waiting
+request. A request is
 therefore never acknowledged before the commit that holds its states, and
 when a commit fails every request in it gets `StorageUnavailable` (503, no id
 acknowledged).
@@ -48,7 +50,11 @@ class Writer:
         self._deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
         self._wakeup = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._postgres = (
+            store.AsyncPostgresCommit(engine) if engine.dialect.name == "postgresql" else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        self._committing = False
         self._committed = asyncio.Event()
 
     def start(self) -> None:
@@ -58,13 +64,15 @@ class Writer:
         ]
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
-        while self._pending:
+        """Finish what is queued and the commit under way, then stop."""
+        while self._pending or self._committing:
             await asyncio.sleep(0.01)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._thread.shutdown(wait=True)
+        if self._postgres is not None:
+            await self._postgres.close()
 
     def commit_signal(self) -> asyncio.Event:
         """An event set by this process's next successful commit (the change
@@ -107,7 +115,11 @@ class Writer:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._flush(self._take_batch())
+            self._committing = True
+            try:
+                await self._flush(self._take_batch())
+            finally:
+                self._committing = False
 
     def _take_batch(self) -> list[tuple[Submission, asyncio.Future[Outcome]]]:
         count = states = 0
@@ -121,9 +133,8 @@ class Writer:
 
     async def _flush(self, batch: list[tuple[Submission, asyncio.Future[Outcome]]]) -> None:
         submissions = [submission for submission, _ in batch]
-        loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._thread, self._commit, submissions)
+            outcomes = await self._commit(submissions)
         except Exception as exc:
             # One submission's data, not the database: retry them one by one
             # so that one bad document cannot fail the rest.
@@ -139,9 +150,15 @@ class Writer:
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             _resolve(future, result=outcome)
 
-    def _commit(self, submissions: list[Submission]) -> list[Outcome]:
+    async def _commit(self, submissions: list[Submission]) -> list[Outcome]:
         with COMMIT_SECONDS.time():
-            return store.commit(self._engine, submissions, datetime.now(UTC))
+            now = datetime.now(UTC)
+            if self._postgres is not None:
+                return await self._postgres.commit(submissions, now)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._thread, store.commit, self._engine, submissions, now
+            )
 
 
 def _resolve(
