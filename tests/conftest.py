@@ -39,6 +39,8 @@ TABLES = ("messages", "events", "documents", "instance_settings")
 TABLES += ("webhook_subscriptions", "webhook_attempts")
 # Reconciliation (issue 12).
 TABLES += ("message_context", "reconciliation_reports")
+# The dashboard's stored interval counts (issue 13).
+TABLES += ("event_buckets", "event_bucket_counts")
 
 
 def in_ci() -> bool:
