@@ -8,6 +8,9 @@
 - `instance_settings`: values the service generates for itself (the callback
   token when none is configured).
 - `webhook_subscriptions`, `webhook_attempts`: outbound webhooks (app/webhooks/).
+- `message_context`, `reconciliation_reports`: reconciliation (app/reconcile*.py).
+- `event_buckets`, `event_bucket_counts`: the dashboard's stored counts of closed
+  15-minute intervals of `events` (app/ui/bucket_store.py).
 """
 
 from __future__ import annotations
@@ -281,3 +284,23 @@ class ReconciliationReport(Base):
     error: Mapped[str | None] = mapped_column(String(REPORT_ERROR_LENGTH))
 
     __table_args__ = (Index("ix_reconciliation_reports_day_status", "day", "status"),)
+
+
+# --- Dashboard (issue 13) ------------------------------------------------------------
+# The overview's counts of `events` per closed 15-minute interval (app/ui/bucket_store.py):
+# `event_buckets` lists every interval counted, empty ones too, and
+# `event_bucket_counts` holds its non-zero counts per status, written with it.
+
+
+class EventBucket(Base):
+    __tablename__ = "event_buckets"
+
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class EventBucketCount(Base):
+    __tablename__ = "event_bucket_counts"
+
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

@@ -2,7 +2,10 @@
 
 States and messages are kept for good; only the raw bodies (kept for audit and
 replay) expire. The service purges hourly; `targetsms-receiver purge` does it
-on demand.
+on demand. Events must stay: the dashboard stores their counts per closed
+15-minute interval (`app/ui/bucket_store.py`), and deleting events would leave
+those counts too high; `events.document_id` is a plain reference, so purging
+documents deletes no event.
 """
 
 from __future__ import annotations

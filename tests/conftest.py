@@ -39,6 +39,8 @@ TABLES = ("messages", "events", "documents", "instance_settings")
 TABLES += ("webhook_subscriptions", "webhook_attempts")
 # Reconciliation (issue 12).
 TABLES += ("message_context", "reconciliation_reports")
+# The dashboard's stored interval counts (issue 13).
+TABLES += ("event_buckets", "event_bucket_counts")
 
 
 def in_ci() -> bool:
@@ -138,8 +140,9 @@ class LiveServer:
     def __init__(self, settings: Settings, **uvicorn_options: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            self.app,
             host="127.0.0.1",
             port=self.port,
             log_config=None,
@@ -160,6 +163,11 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        # The dashboard's warm-up writes (its stored interval counts): let it end
+        # before the engine is disposed and the next test empties the tables.
+        ui = getattr(self.app.state, "ui", None)
+        if ui is not None:
+            ui.warmed_up.wait(timeout=30)
         self.server.should_exit = True
         self.thread.join(timeout=15)
 

@@ -123,17 +123,34 @@ def read_page(
     query = select(MessageRow.id, *SUMMARY_COLUMNS).where(MessageRow.id > after)
     if where.status:
         query = query.where(MessageRow.status.in_(where.status))
-    if where.final is not None:
-        query = query.where(MessageRow.final.is_(where.final))
     if where.conflict is not None:
         query = query.where(MessageRow.conflict.is_(where.conflict))
     if where.source is not None:
         query = query.where(MessageRow.source == where.source)
     if where.ids:
         query = query.where(MessageRow.id_sms.in_(where.ids))
-    query = query.where(*in_range(MessageRow.updated_at, where.updated_after, where.updated_before))
-    found = conn.execute(query.order_by(MessageRow.id).limit(limit + 1)).all()
+    indexed = _final_and_range(where)
+    if conn.dialect.name == "sqlite" and (where.updated_after or where.updated_before):
+        indexed = [MessageRow.id.in_(select(MessageRow.id).where(MessageRow.id > after, *indexed))]
+    found = conn.execute(query.where(*indexed).order_by(MessageRow.id).limit(limit + 1)).all()
     return found[:limit], len(found) > limit
+
+
+def _final_and_range(where: MessageFilter) -> list[Any]:
+    """The conditions that indexes on `updated_at` and (`final`, `updated_at`) answer.
+
+    With a time range, SQLite is given them as a list of ids to read: asked
+    plainly, it walks the primary key (the order asked for) until a page is
+    full, 1.2 s for the last hour of 1,000,000 messages. Given the ids those
+    indexes find, it reads only their rows, in id order, with no sort; the
+    cost follows the range's size, not the table's. PostgreSQL picks the
+    index by itself, and the list only slowed it (6 ms to 10 ms for a 20-day
+    range of 100,000).
+    """
+    conditions = in_range(MessageRow.updated_at, where.updated_after, where.updated_before)
+    if where.final is not None:
+        conditions.append(MessageRow.final.is_(where.final))
+    return conditions
 
 
 def history(conn: Connection, id_sms: str) -> list[dict[str, Any]]:

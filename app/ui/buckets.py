@@ -5,8 +5,9 @@ of a busy sender that is millions of rows, far too many to count on every
 render. But events are never changed once committed, and a 15-minute interval
 is complete once the commits that could still land in it are over (a state is
 answered 503 after WRITE_TIMEOUT_SECONDS, 10 s by default; we wait
-`SETTLE_SECONDS`). So each worker counts a closed interval once and keeps the
-result; only the open tail (at most 20 minutes) is counted on each render.
+`SETTLE_SECONDS`). So a closed interval is counted once and its counts stored
+(`bucket_store`); each worker keeps the stored month in memory, and only the
+open tail (at most 20 minutes) is counted on each render.
 
 Conflicting second finals are left out: they are stored and flagged but not
 applied, so they are not a message's status.
@@ -23,13 +24,14 @@ from sqlalchemy import Connection, Integer, cast, extract, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Event
+from app.ui import bucket_store
+from app.ui.bucket_store import Counts
 
 BUCKET_SECONDS = 900  # every zone's offset from UTC is a multiple of 15 minutes
 SETTLE_SECONDS = 300
 KEEP_BUCKETS = 32 * 96  # a little over the longest window shown (30 days)
 
 T = TypeVar("T")
-Counts = dict[int, dict[str, int]]  # bucket number (epoch seconds // 900) -> status -> count
 
 
 def bucket_of(moment: datetime) -> int:
@@ -77,14 +79,23 @@ class EventBuckets:
         if self._high == 0 or first > self._high:  # empty, or all kept is older than wanted
             self._closed, self._low, self._high = {}, first, first
         if first < self._low:
-            self._closed.update(_count(conn, first, self._low))
+            self._closed.update(_closed(conn, first, self._low))
             self._low = first
         if self._high < closed_end:
-            self._closed.update(_count(conn, self._high, closed_end))
+            self._closed.update(_closed(conn, self._high, closed_end))
             self._high = closed_end
         if self._high - self._low > KEEP_BUCKETS:
             self._low = self._high - KEEP_BUCKETS
             self._closed = {b: c for b, c in self._closed.items() if b >= self._low}
+
+
+def _closed(conn: Connection, first: int, end: int) -> Counts:
+    """Closed intervals [first, end): those stored read, the rest counted and stored
+    a piece at a time."""
+    known, counts = bucket_store.stored(conn, first, end)
+    for low, high in bucket_store.missing(known, first, end):
+        counts |= bucket_store.save(conn.engine, low, high, _count(conn, low, high))
+    return counts
 
 
 def _count(conn: Connection, first: int, end: int | None) -> Counts:

@@ -16,7 +16,8 @@ from app import heartbeats
 from app.config import Settings
 from app.models import Document, InstanceSetting, Message
 from app.silence import callback_silence
-from app.ui.buckets import Counts, EventBuckets, bucket_of
+from app.ui.bucket_store import Counts
+from app.ui.buckets import EventBuckets, bucket_of
 from app.ui.i18n import FINAL_STATUSES, N_
 
 # Keys the background roles write (app/heartbeats.py).

@@ -47,6 +47,7 @@ class UiState:
         self.settings, self.engine = settings, engine
         self.limiter = AttemptLimiter(settings.ui_login_attempts_per_minute)
         self.buckets = EventBuckets()
+        self.warmed_up = threading.Event()  # set once the warm-up has ended, well or not
         self._sessions: Sessions | None = None
         self._lock = threading.Lock()
 
@@ -82,14 +83,17 @@ class Unavailable(Exception):
 
 
 def _warm_up(state: UiState, engine: Engine) -> None:
-    """Count a month of closed intervals now rather than in the first overview request
-    (seconds on millions of events; an overview asked meanwhile waits for it)."""
+    """Read (and, the first time, count and store) a month of closed intervals now
+    rather than in the first overview request (a first count takes seconds on
+    millions of events; an overview asked meanwhile waits for it)."""
     now = datetime.now(UTC)
     try:
         with engine.connect() as conn:
             state.buckets.counts(conn, bucket_of(now - WARM_UP_SPAN), now)
     except Exception as exc:  # the overview counts on first use instead
         log.warning("dashboard warm-up failed (%s); counting on first use", type(exc).__name__)
+    finally:
+        state.warmed_up.set()
 
 
 class LoginRequired(Exception):
