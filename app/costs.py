@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Table, func, select
@@ -57,12 +58,49 @@ def day_bounds(since: date, until: date, zone: ZoneInfo) -> tuple[datetime, date
     return start, end
 
 
+class Priced(NamedTuple):
+    at: datetime  # the message's moment (see the module's docstring)
+    status: str | None
+    originator: str | None
+    parts: int | None
+    money: Decimal | None  # None: unpriced
+
+
 def costs(
     conn: Connection, since: date, until: date, group_by: GroupBy, zone: ZoneInfo
 ) -> list[CostLine]:
     """One line per key, in key order (days and names ascending, unknown last)."""
+    lines: dict[str | None, CostLine] = {}
+    for row in priced(conn, *day_bounds(since, until, zone)):
+        key = _key(group_by, row.at, row.status, row.originator, zone)
+        lines.setdefault(key, CostLine(key)).add(row.parts, row.money)
+    return sorted(lines.values(), key=lambda line: (line.key is None, line.key or ""))
+
+
+def totals_since(
+    conn: Connection, sinces: Sequence[date], until: date, zone: ZoneInfo
+) -> list[CostLine]:
+    """For each day of `sinces`, `total(costs(conn, since, until, ...))`, from one read.
+
+    The rows are added up per day once, and each period sums its days. A row's
+    day is the one whose `day_bounds` hold it, the very test `costs` filters
+    with; not its local date, which differs in the hour a zone repeats after
+    midnight (America/Santiago's autumn)."""
+    first = min(sinces)
+    days = [first + timedelta(days=n) for n in range((until - first).days + 1)]
+    starts = [day_bounds(day, day, zone)[0] for day in days]
+    per_day = [CostLine(day.isoformat()) for day in days]
+    for row in priced(conn, *day_bounds(first, until, zone)):
+        per_day[bisect_right(starts, row.at) - 1].add(row.parts, row.money)
+    return [
+        total(line for day, line in zip(days, per_day, strict=True) if day >= since)
+        for since in sinces
+    ]
+
+
+def priced(conn: Connection, start: datetime, end: datetime) -> Iterator[Priced]:
+    """Every message whose moment is in [start, end), with its parts and money."""
     when = func.coalesce(MessageContext.sent_at, Message.status_at, Message.first_seen_at)
-    start, end = day_bounds(since, until, zone)
     query = (
         select(
             when.label("at"),
@@ -77,15 +115,12 @@ def costs(
         .outerjoin(CONTEXT, MessageContext.id_sms == Message.id_sms)
         .where(when >= start, when < end)
     )
-    lines: dict[str | None, CostLine] = {}
     for row in conn.execution_options(yield_per=10_000).execute(query):
-        key = _key(group_by, row.at, row.status, row.originator, zone)
-        line = lines.setdefault(key, CostLine(key))
         if row.cost is not None or row.context_parts is not None:
-            line.add(row.context_parts, _decimal(row.cost))
+            yield Priced(row.at, row.status, row.originator, row.context_parts, _decimal(row.cost))
         else:
-            line.add(row.num_parts, _state_money(row.price, row.num_parts))
-    return sorted(lines.values(), key=lambda line: (line.key is None, line.key or ""))
+            money = _state_money(row.price, row.num_parts)
+            yield Priced(row.at, row.status, row.originator, row.num_parts, money)
 
 
 def total(lines: Iterable[CostLine]) -> CostLine:

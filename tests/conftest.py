@@ -163,13 +163,17 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        # The dashboard's warm-up writes (its stored interval counts): let it end
-        # before the engine is disposed and the next test empties the tables.
+        # The dashboard's background work (the warm-up writes its stored interval
+        # counts; the cost panel reads): let it end before the engine is disposed
+        # and the next test empties the tables. Again once the server has
+        # stopped, for a cost refresh a last render started.
         ui = getattr(self.app.state, "ui", None)
         if ui is not None:
-            ui.warmed_up.wait(timeout=30)
+            ui.settle(timeout=30)
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        if ui is not None:
+            ui.settle(timeout=30)
 
 
 @pytest.fixture

@@ -9,11 +9,14 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from app.config import Settings
+from app.costs import costs as costs_of
+from app.costs import total, totals_since
 from app.db import write_transaction
 from app.ingest import Submission
+from app.models import MessageContext
 from app.protocol import IncomingState
 from app.simulator import SimulatorState
 from app.store import store_batch
@@ -168,3 +171,38 @@ def test_reconciliation_reports(
     assert [r["day"] for r in one.json()["reconciliations"]] == [str(NEXT)]
     bad = client.get("/api/v1/reconciliations", params={"limit": 0}, headers=READ)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_parameters"
+
+
+def answer(engine: Engine, id_sms: str, status: str, at: datetime, parts: int, price: str) -> None:
+    state = IncomingState(id_sms, status, at.strftime("%Y-%m-%d %H:%M:%S"), at, parts, price)
+    with write_transaction(engine) as conn:
+        store_batch(conn, [Submission([state], "poll", at)], at)
+
+
+def test_the_overview_periods_from_one_read_equal_three_cost_queries(
+    settings: Settings, engine: Engine
+) -> None:
+    zone, now = settings.zone, datetime.now(UTC)
+    statuses = ("deliver", "not_deliver", "expired", "send")
+    for n, back in enumerate((0, 0, 1, 3, 6, 6.5, 7, 12, 29, 29.9, 31, 45)):
+        at = now - timedelta(days=back)
+        answer(engine, f"80{n}", statuses[n % 4], at, 1 + n % 3, ("0.1", "1.15", "2.333")[n % 3])
+    answer(engine, "899", "deliver", now - timedelta(days=2), 2, "not a price")  # unpriced
+    # Statistics' exact costs win over state.php's price, on a day of their own.
+    with write_transaction(engine) as conn:
+        for id_sms, back, cost in (("801", 4, "0.0001"), ("807", 20, "7.77"), ("808", 40, "1")):
+            sent_at = now - timedelta(days=back)
+            conn.execute(
+                insert(MessageContext),
+                {"id_sms": id_sms, "sent_at": sent_at, "num_parts": 5, "cost": cost}
+                | {"updated_at": sent_at, "sent_time_raw": "x"},
+            )
+    today = now.astimezone(zone).date()
+    sinces = [today, today - timedelta(days=6), today - timedelta(days=29)]
+    with engine.connect() as conn:
+        one_read = totals_since(conn, sinces, today, zone)
+        three = [total(costs_of(conn, since, today, "day", zone)) for since in sinces]
+    assert one_read == three  # Decimal money compared exactly
+    assert 0 < three[0].messages < three[1].messages < three[2].messages
+    assert three[2].unpriced_messages == 1
+    assert all(isinstance(line.money, Decimal) for line in one_read)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, event, insert, select, text, update
 
 from app import cursors
 from app.config import Settings
@@ -104,7 +104,7 @@ def report(engine: Engine, day: date, **values: Any) -> None:
 
 
 def test_overview_shows_failing_webhooks_cost_and_the_last_reconciliation(
-    settings: Settings, engine: Engine, reader: httpx.Client
+    settings: Settings, engine: Engine, quiet: LiveServer, reader: httpx.Client
 ) -> None:
     text = text_of(reader.get("/ui/").text)
     assert "No subscription is failing." in text and "Last reconciliation never" in text
@@ -124,6 +124,7 @@ def test_overview_shows_failing_webhooks_cost_and_the_last_reconciliation(
     context(engine, "4", now - timedelta(days=10), "1.05")
     report(engine, date(2026, 11, 27), status="failed", error="old")
     report(engine, date(2026, 11, 28), added=12, updated=88, flagged=1, error="timeout once")
+    quiet.app.state.ui.cost.refresh()  # rather than wait a minute for the next
 
     page = reader.get("/ui/")
     assert page.status_code == 200
@@ -146,6 +147,66 @@ def test_overview_shows_failing_webhooks_cost_and_the_last_reconciliation(
     last = text_of(page.text)
     assert "Day 2026-11-28 Status done Added, updated, flagged 12, 88, 1" in last
     assert "Error timeout once" in last and "2026-11-27" not in last
+
+
+def cost_panel(page: httpx.Response) -> str:
+    found = re.search(r'<section aria-labelledby="h-cost".*?</section>', page.text, re.S)
+    assert found is not None
+    return text_of(found.group())
+
+
+def test_a_render_reads_the_cost_panel_from_memory_until_its_refresh(
+    settings: Settings, engine: Engine, quiet: LiveServer, reader: httpx.Client
+) -> None:
+    ui = quiet.app.state.ui
+    ui.settle(timeout=30)  # the figures added up at start
+    before = cost_panel(reader.get("/ui/"))
+    assert "30 days 0 0 0 " in before and "As of " in before
+    store(engine, settings, [("1", "deliver", "2026-11-20 10:00:00")])
+    context(engine, "1", datetime.now(UTC), "0.10")
+    statements: list[str] = []
+    app_engine = quiet.app.state.runtime.engine
+    listen = event.listens_for(app_engine, "before_cursor_execute")
+
+    @listen
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    try:
+        assert cost_panel(reader.get("/ui/")) == before  # the data changed, the panel not
+        assert cost_panel(reader.get("/ui/overview/figures")) == before
+    finally:
+        event.remove(app_engine, "before_cursor_execute", seen)
+    assert statements and not [s for s in statements if "message_context" in s]
+    ui.cost.refresh()
+    assert "30 days 1 2 0.10" in cost_panel(reader.get("/ui/"))
+
+
+@pytest.mark.postgres
+def test_the_cost_panel_says_it_is_being_computed_before_its_first_figures(
+    settings: Settings, engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite (WAL) never holds a reader back; see test_ui_cost_panel.py")
+    store(engine, settings, [("1", "deliver", "2026-11-20 10:00:00")])
+    context(engine, "1", datetime.now(UTC), "0.10")
+    changed = Settings(**(settings.model_dump() | {"webhook_delivery": False}), _env_file=None)  # type: ignore[arg-type]
+    with engine.connect() as lock:
+        # The start-up computation waits for this lock, as it would on a month of messages.
+        lock.execute(text("LOCK TABLE message_context IN ACCESS EXCLUSIVE MODE"))
+        with LiveServer(changed) as live:
+            try:
+                for client in signed_in(live, "read-key-1"):
+                    english = cost_panel(client.get("/ui/", headers={"accept-language": "en"}))
+                    russian = cost_panel(client.get("/ui/", headers={"accept-language": "ru"}))
+                    assert "Being computed; the figures appear at the next refresh." in english
+                    assert "Считается; цифры появятся при следующем обновлении." in russian
+                    lock.rollback()
+                    assert live.app.state.ui.cost.idle.wait(timeout=30)
+                    figures = cost_panel(client.get("/ui/"))
+                    assert "Today 1 2 0.10" in figures and "Being computed" not in figures
+            finally:
+                lock.rollback()
 
 
 def test_the_webhooks_page_lists_subscriptions_and_attempts_but_no_secret(

@@ -38,9 +38,7 @@ async def _figures(view: View, chart_kind: str) -> dict[str, Any]:
             )
 
     figures = await run_in_threadpool(read)
-    extra = await run_in_threadpool(
-        panels.build, view.runtime.engine, view.runtime.settings, view.now
-    )
+    extra = await run_in_threadpool(panels.build, view.runtime.engine, view.ui.cost, view.now)
     series = [(interval.label, counts) for interval, counts in figures.series]
     expected = callback_url.expected_url(view.runtime.settings, view.runtime.callback_token)
     return {

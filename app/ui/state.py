@@ -29,9 +29,10 @@ from app.config import Settings
 from app.runtime import Runtime, get_runtime
 from app.tokens import configured_or_stored
 from app.ui.buckets import EventBuckets, bucket_of
+from app.ui.cost_panel import CostPanel
 from app.ui.i18n import N_, choose_language
 from app.ui.limits import AttemptLimiter
-from app.ui.render import html, local_time, utc_time, zone_label
+from app.ui.render import clock_time, html, local_time, utc_time, zone_label
 from app.ui.session import SECRET_KEY, Session, Sessions, csrf_matches, new_session
 
 log = logging.getLogger("app.ui")
@@ -41,15 +42,21 @@ ZONE_COOKIE = "tsr_ui_tz"
 
 
 class UiState:
-    """The dashboard's part of a running app: sessions, the sign-in limiter, cached counts."""
+    """The dashboard's part of a running app: sessions, the sign-in limiter, cached figures."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings, self.engine = settings, engine
         self.limiter = AttemptLimiter(settings.ui_login_attempts_per_minute)
         self.buckets = EventBuckets()
+        self.cost = CostPanel(engine, settings)
         self.warmed_up = threading.Event()  # set once the warm-up has ended, well or not
         self._sessions: Sessions | None = None
         self._lock = threading.Lock()
+
+    def settle(self, timeout: float) -> None:
+        """Wait for the background work started so far (tests: before the tables go)."""
+        self.warmed_up.wait(timeout)
+        self.cost.idle.wait(timeout)
 
     @property
     def ready(self) -> bool:
@@ -71,9 +78,10 @@ class UiState:
 
 
 def ui_state(settings: Settings, engine: Engine) -> UiState:
-    """Built in the app's lifespan; starts counting the overview's closed intervals
-    in the background."""
+    """Built in the app's lifespan; starts counting the overview's closed intervals,
+    and adding up its cost panel, in the background."""
     state = UiState(settings, engine)
+    state.cost.start(datetime.now(UTC))
     threading.Thread(target=_warm_up, args=(state, engine), name="ui-warm-up", daemon=True).start()
     return state
 
@@ -146,6 +154,7 @@ class View:
             "zone_label": zone_label(zone, self.now),
             "zone_options": zone_options(),
             "local": lambda moment: local_time(moment, zone),
+            "clock": lambda moment: clock_time(moment, zone),
             "utc": utc_time,
             "path": self.request.url.path,
             "refresh_seconds": self.runtime.settings.ui_refresh_seconds,
