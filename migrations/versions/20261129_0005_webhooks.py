@@ -1,7 +1,7 @@
 """outbound webhooks: webhook_subscriptions, webhook_attempts
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29
 """
 

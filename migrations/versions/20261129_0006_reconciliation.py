@@ -1,7 +1,7 @@
 """reconciliation against stats.php: message context and reports
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-29
 """
 

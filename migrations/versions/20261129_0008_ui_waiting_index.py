@@ -1,7 +1,7 @@
 """the dashboard: a partial index of the messages still waiting, by first seen
 
 Revision ID: 0008
-Revises: 0003
+Revises: 0006
 Create Date: 2026-11-29
 """
 
