@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app.logs import TRACEBACK_HEAD, TextFormatter
+from app.logs import TRACEBACK_HEAD, TextFormatter, redact
 from tests.conftest import CALLBACK_PATH, TEST_TOKEN, free_port
 from tests.deploy_helpers import VENV_BIN, ServeProcess
 
@@ -133,3 +133,11 @@ def test_a_logged_traceback_text_reads_as_a_traceback_and_keeps_the_token_out() 
         "    RuntimeError: POST /callbacks/targetsms/<token> failed",
     ]
     assert TEST_TOKEN not in formatted
+
+
+def test_redaction_leaves_a_redacted_path_alone_and_catches_a_token_that_mimics_it() -> None:
+    redacted = "POST /callbacks/targetsms/<token> 200"
+    assert redact(redacted) == redacted
+    for secret in ("s3cr3t-_tok", "<token>s3cr3t", "<tokenX>"):
+        line = f"POST /callbacks/targetsms/{secret}?a=1 200"
+        assert redact(line) == "POST /callbacks/targetsms/<token>?a=1 200"
