@@ -14,7 +14,9 @@ columns and the (id_sms, status, time) keys already seen), lets
   psycopg's text format escaped every element with a regular expression, 60%
   of a group commit, and executemany pipelined a statement per row (3x as
   long for 3,200 states). Under load the writer had spent 81% of its time
-  waiting on about ten round trips through SQLAlchemy.
+  waiting on about ten round trips through SQLAlchemy. The writer runs the
+  same statements from the event loop (`AsyncPostgresCommit`); the poller,
+  tracking and reconciliation run them on their own threads (`commit`).
 - SQLite: in process, so round trips cost nothing; plain executemany of
   tuples already converted by each column's bind processor, skipping
   SQLAlchemy's per-row work (two thirds of a 3,200-state group commit).

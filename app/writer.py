@@ -7,10 +7,9 @@ process's single writer and waits; the writer takes everything that queued up
 while the previous transaction ran, stores it in one transaction (on its own
 thread for SQLite, whose calls block; from the event loop for PostgreSQL, see
 `store.AsyncPostgresCommit`), and only after the commit answers each waiting
-request. A request is
-therefore never acknowledged before the commit that holds its states, and
-when a commit fails every request in it gets `StorageUnavailable` (503, no id
-acknowledged).
+request. A request is therefore never acknowledged before the commit that
+holds its states, and when a commit fails every request in it gets
+`StorageUnavailable` (503, no id acknowledged).
 
 A request that waits longer than `timeout` is answered 503 too (its states may
 still be committed later: the provider's retry is then a duplicate). One
