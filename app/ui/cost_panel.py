@@ -2,7 +2,7 @@
 
 Adding up a month of cost reads every message of it into Python (money is
 `Decimal` from the provider's strings, so the database cannot sum it): 780 ms
-at 100,000 messages, about 8 s at 1,000,000, and the overview re-renders every
+at 100,000 messages (so about 8 s at 1,000,000), and the overview re-renders every
 `UI_REFRESH_SECONDS`. So each process keeps the last figures, and one worker
 thread at a time recomputes them when they are older than `MAX_AGE`; renders
 show the last figures meanwhile (stale while revalidate), with the time they
