@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -96,7 +97,11 @@ def test_sigterm_answers_and_stores_the_callbacks_in_flight(
         for sender in senders:
             sender.start()
         wait_for(lambda: lock_waiters(postgres_url) > 0, timeout=10)
-        time.sleep(0.5)  # the other requests reach the writer's queue
+        # Every request accepted (a connection still in the listen backlog at
+        # SIGTERM is reset, not answered), then given time to reach the queue.
+        assert serve.process is not None
+        wait_for(lambda: accepted(serve.process.pid, serve.port) >= len(ids), timeout=10)
+        time.sleep(0.5)
         serve.terminate()
         signalled = time.monotonic()
         # Shutdown has begun: not ready, while still serving for SHUTDOWN_DELAY_SECONDS.
@@ -129,7 +134,16 @@ def refuses_connections(url: str) -> bool:
         httpx.get(url + "/livez", timeout=2)
     except httpx.ConnectError:
         return True
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        # Connected as the listener closed: reset, which is a refusal too.
+        return True
     return False
+
+
+def accepted(pid: int, port: int) -> int:
+    """Connections the server process has accepted on `port`."""
+    connections = psutil.Process(pid).net_connections(kind="tcp")
+    return sum(1 for c in connections if c.laddr and c.laddr.port == port and c.raddr)
 
 
 def rows_of(url: str) -> list[tuple[object, ...]]:
