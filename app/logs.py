@@ -36,7 +36,6 @@ CALLBACK_PATH = re.compile(
     f"({re.escape(CALLBACK_PREFIX)})(?!{re.escape(REDACTED_TOKEN)}(?:[\\s/?\"']|$))"
     + r"[^\s/?\"']+"
 )
-REDACTED = r"\1" + REDACTED_TOKEN
 
 access_log = logging.getLogger("app.access")
 
@@ -49,7 +48,14 @@ INDENT = "    "
 
 
 def redact(text: str) -> str:
-    return CALLBACK_PATH.sub(REDACTED, text)
+    # The substring test first: most text holds no callback path at all. A
+    # function, not a template like r"\1<token>": re expands a template on
+    # every call, match or not (2 us against 0.5 us per access line).
+    return CALLBACK_PATH.sub(_redacted, text) if CALLBACK_PREFIX in text else text
+
+
+def _redacted(match: re.Match[str]) -> str:
+    return match[1] + REDACTED_TOKEN
 
 
 class RedactFilter(logging.Filter):
@@ -80,6 +86,10 @@ def indented(text: str) -> str:
     return "\n".join(INDENT + escape_controls(line) for line in text.splitlines())
 
 
+# logging.Formatter's own defaults, named here for the cached second below.
+TIME_FORMAT, MSEC_FORMAT = "%Y-%m-%d %H:%M:%S", "%s,%03d"
+
+
 class TextFormatter(logging.Formatter):
     """One record starts each unindented line; a traceback follows it, indented.
 
@@ -90,6 +100,15 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # logging's own: strftime per record, a tenth of an access line's cost.
+        # The text of the second is kept and the milliseconds put after it.
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime(TIME_FORMAT, self.converter(second)))
+        return MSEC_FORMAT % (self._second[1], record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message.rstrip("\r\n")
@@ -153,10 +172,11 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
 
 
 def public_path(path: str) -> str:
-    """The path as it may be logged or labelled: the token replaced."""
+    """The path as it may be logged or labelled: the token replaced (a callback
+    path's own, or one inside any other path)."""
     if path.startswith(CALLBACK_PREFIX):
         return CALLBACK_PREFIX + REDACTED_TOKEN
-    return path
+    return redact(path)
 
 
 # A random prefix per process and a counter: unique like a uuid4 (which took
@@ -229,15 +249,11 @@ class RequestLogMiddleware:
 
     def _log(self, scope: Scope, code: int, seconds: float) -> None:
         client = (scope.get("client") or ("-", 0))[0]
-        path = redact(public_path(scope["path"]))
+        path = public_path(scope["path"])
         duration_ms = round(seconds * 1000, 1)
+        # Formatted here, with no arguments left for the record to format again.
         access_log.info(
-            "%s %s %s %d %.1fms",
-            client,
-            scope["method"],
-            path,
-            code,
-            duration_ms,
+            f"{client} {scope['method']} {path} {code} {duration_ms:.1f}ms",
             extra={
                 "method": scope["method"],
                 "path": path,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app.logs import TRACEBACK_HEAD, TextFormatter, redact
+from app.logs import TRACEBACK_HEAD, TextFormatter, public_path, redact
 from tests.conftest import CALLBACK_PATH, TEST_TOKEN, free_port
 from tests.deploy_helpers import VENV_BIN, ServeProcess
 
@@ -141,3 +141,20 @@ def test_redaction_leaves_a_redacted_path_alone_and_catches_a_token_that_mimics_
     for secret in ("s3cr3t-_tok", "<token>s3cr3t", "<tokenX>"):
         line = f"POST /callbacks/targetsms/{secret}?a=1 200"
         assert redact(line) == "POST /callbacks/targetsms/<token>?a=1 200"
+
+
+def test_text_timestamps_are_logging_s_own_to_the_millisecond_across_seconds() -> None:
+    # TextFormatter keeps the text of the current second: each record must
+    # still read exactly as logging's own formatter would write it.
+    ours, standard = TextFormatter(), logging.Formatter()
+    for created in (1_796_000_000.001, 1_796_000_000.999, 1_796_000_001.5, 1_796_000_000.25):
+        record = logging.LogRecord("app.test", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert ours.formatTime(record) == standard.formatTime(record)
+    assert ours.formatTime(record).endswith(",250")
+
+
+def test_a_token_inside_another_path_is_redacted_for_the_log() -> None:
+    assert public_path("/callbacks/targetsms/s3cr3t") == "/callbacks/targetsms/<token>"
+    assert public_path("/x/callbacks/targetsms/s3cr3t/y") == "/x/callbacks/targetsms/<token>/y"
+    assert public_path("/api/v1/messages") == "/api/v1/messages"
