@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import callbacks, health, root, v1
-from app.api.body import BodyBudget
+from app.api.body import BodiesInFlight
 from app.api.errors import LastResort, install_error_handlers
 from app.config import Settings
 from app.db import create_db_engine
@@ -41,7 +41,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
         writer.start()
         token = callback_token(settings, engine)
-        bodies = BodyBudget(settings.max_bodies_in_flight_bytes)
+        bodies = BodiesInFlight(
+            settings.max_bodies_in_flight_bytes, settings.body_read_timeout_seconds
+        )
         runtime = Runtime(settings, engine, writer, token, Health(engine), bodies)
         app.state.runtime = runtime
         app.state.ui = ui_state(settings, engine)  # the dashboard's caches
@@ -62,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await deliverer.stop()
                 await delivering
             await writer.stop()
+            await bodies.close()
             write_engine.dispose()
             engine.dispose()
             thaw()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
-from app.api.body import BodyBudget
+from app.api.body import BodiesInFlight
 from app.config import Settings
 from app.health import Health
 from app.writer import Writer
@@ -20,7 +20,7 @@ class Runtime:
     writer: Writer
     callback_token: str
     health: Health
-    bodies: BodyBudget  # memory held by request bodies being read
+    bodies: BodiesInFlight  # request bodies being read: their memory and deadlines
 
 
 async def get_runtime(connection: HTTPConnection) -> Runtime:

@@ -7,13 +7,16 @@ more than the process's budget.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
+from starlette.requests import Request
 
+from app.api.body import BodiesInFlight, BodyTimeout, read_body
 from app.config import Settings
 from tests.api_helpers import READ, doc
 from tests.conftest import CALLBACK_PATH, LiveServer, rows
@@ -132,3 +135,36 @@ def test_an_undeclared_body_is_counted_against_the_budget_as_it_arrives(
             assert answer(second)[0] == 503
         assert answer(stalled)[0] == 408
     assert nothing_stored(engine)
+
+
+def stalled_read(bodies: BodiesInFlight) -> asyncio.Task[bytes]:
+    """A read whose body never comes (its sender stalls after the headers)."""
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return asyncio.create_task(read_body(Request(scope, receive), 1000, bodies))
+
+
+def test_the_deadline_sweep_ends_a_stalled_read_with_408_and_no_other() -> None:
+    async def scenario() -> None:
+        bodies = BodiesInFlight(limit=1000, timeout=0.3)  # swept every 50 ms
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stalled, cancelled = stalled_read(bodies), stalled_read(bodies)
+        await asyncio.sleep(0.1)
+        cancelled.cancel()  # the request ends for another reason (shutdown, say)
+        with pytest.raises(BodyTimeout):
+            await stalled
+        assert 0.3 <= loop.time() - started < 0.3 + 0.2
+        # Someone else's cancellation stays a cancellation, not a 408.
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        # A read that ended is forgotten by the next sweep, and the budget is whole.
+        await asyncio.sleep(0.1)
+        assert bodies._reading == [] and bodies.held == 0
+        await bodies.close()
+
+    asyncio.run(scenario())

@@ -77,9 +77,7 @@ async def receive_callback(token: TokenPath, request: Request, runtime: RuntimeD
     if not tokens_match(token, runtime.callback_token) and not _previous_token(token, settings):
         return _xml(404, error_document("not found"))
     try:
-        body = await read_body(
-            request, settings.max_body_bytes, settings.body_read_timeout_seconds, runtime.bodies
-        )
+        body = await read_body(request, settings.max_body_bytes, runtime.bodies)
     except BodyRefused as exc:
         return _xml(exc.status, error_document(exc.reason), exc.headers)
     except ClientDisconnect:

@@ -103,9 +103,7 @@ async def track_messages(request: Request, runtime: RuntimeDep) -> JSONResponse:
     again is listed under `already_known`. Any API key may call this."""
     settings = runtime.settings
     try:
-        body = await read_body(
-            request, settings.max_body_bytes, settings.body_read_timeout_seconds, runtime.bodies
-        )
+        body = await read_body(request, settings.max_body_bytes, runtime.bodies)
     except BodyRefused as exc:
         raise ApiError(exc.status, exc.code, exc.reason, exc.headers) from None
     answer = _read(body, request.headers.get("content-type", ""), settings.max_states_per_document)
