@@ -48,9 +48,11 @@ class Writer:
         # deadline order): the watchdog only ever looks at the front.
         self._deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
         self._wakeup = asyncio.Event()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
-        self._postgres = (
-            store.AsyncPostgresCommit(engine) if engine.dialect.name == "postgresql" else None
+        # PostgreSQL commits from the event loop; SQLite's calls block, so on a thread.
+        postgres = engine.dialect.name == "postgresql"
+        self._postgres = store.AsyncPostgresCommit(engine) if postgres else None
+        self._thread = (
+            None if postgres else ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._committing = False
@@ -69,7 +71,8 @@ class Writer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._thread.shutdown(wait=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
         if self._postgres is not None:
             await self._postgres.close()
 
