@@ -117,19 +117,14 @@ def _postgres(dialect: Dialect) -> bool:
 
 # PostgreSQL ----------------------------------------------------------------
 
-# The write lock and an id for each of the batch's documents, in one statement
-# (drawing from a sequence needs no lock). In a pipeline every statement costs
-# the server a bind and an execute and the client a send(2): under wrk, send(2)
-# alone was 18% of the PostgreSQL service's CPU.
-_DOCUMENT_IDS = (
-    "ARRAY(SELECT nextval(pg_get_serial_sequence('documents', 'id')) FROM generate_series(1, %s))"
-)
-LOCK_AND_DOCUMENT_IDS = f"SELECT pg_advisory_xact_lock(%s), {_DOCUMENT_IDS}"
-DOCUMENT_IDS = f"SELECT NULL, {_DOCUMENT_IDS}"  # the caller holds the lock
+LOCK = "SELECT pg_advisory_xact_lock(%s)"
 LOAD_MESSAGES = (
     f"SELECT id_sms, {', '.join(STORED)} FROM messages WHERE id_sms = ANY(%b::varchar[])"  # noqa: S608
 )
 LOAD_KEYS = "SELECT id_sms, status, time_raw FROM events WHERE id_sms = ANY(%b::varchar[])"
+NEXT_DOCUMENT_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('documents', 'id')) FROM generate_series(1, %s)"
+)
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
@@ -163,8 +158,9 @@ def _store_postgres(
     *,
     locked: bool,
 ) -> list[Outcome]:
-    loads = _postgres_loads(submissions, lock=not locked)
-    cursors = [raw.execute(sql, params) for sql, params in loads]
+    if not locked:
+        raw.execute(LOCK, (WRITE_LOCK_KEY,))
+    cursors = [raw.execute(sql, params) for sql, params in _postgres_loads(submissions)]
     loaded = [cursor.fetchall() for cursor in cursors]  # the pipeline's first sync
     writes, outcomes = _postgres_writes(dialect, submissions, now, loaded)
     for sql, params in writes:
@@ -198,7 +194,8 @@ class AsyncPostgresCommit:
         try:
             with _refused_as_data():
                 async with conn.pipeline():
-                    loads = _postgres_loads(submissions, lock=True)
+                    await conn.execute(LOCK, (WRITE_LOCK_KEY,))
+                    loads = _postgres_loads(submissions)
                     cursors = [await conn.execute(sql, params) for sql, params in loads]
                     loaded = [await cursor.fetchall() for cursor in cursors]
                     writes, outcomes = _postgres_writes(self._dialect, submissions, now, loaded)
@@ -224,14 +221,15 @@ class AsyncPostgresCommit:
             self._conn = None
 
 
-def _postgres_loads(submissions: Sequence[Submission], *, lock: bool) -> list[tuple[str, Any]]:
-    """The write lock (unless the caller holds it) with an id for each of the
-    batch's documents; then what the plan needs: the messages and event keys
-    stored for the batch's ids, read once the lock is held."""
+def _postgres_loads(submissions: Sequence[Submission]) -> list[tuple[str, Any]]:
+    """What the plan needs: the messages and event keys stored for the batch's
+    ids, and an id for each of its documents."""
     ids = batch_ids(submissions)
-    wanted = _documents_wanted(submissions)
-    first = (LOCK_AND_DOCUMENT_IDS, (WRITE_LOCK_KEY, wanted)) if lock else (DOCUMENT_IDS, (wanted,))
-    return [first, (LOAD_MESSAGES, (ids,)), (LOAD_KEYS, (ids,))]
+    return [
+        (LOAD_MESSAGES, (ids,)),
+        (LOAD_KEYS, (ids,)),
+        (NEXT_DOCUMENT_IDS, (_documents_wanted(submissions),)),
+    ]
 
 
 def _postgres_writes(
@@ -240,83 +238,59 @@ def _postgres_writes(
     now: datetime,
     loaded: list[list[Any]],
 ) -> tuple[list[tuple[str, Any]], list[Outcome]]:
-    """The batch planned on what `_postgres_loads` found: its writes as one
-    statement (none when there is nothing to write), and what each submission
-    is answered."""
-    ((_, allocated),), messages, keys = loaded
+    """The batch planned on what `_postgres_loads` found: its statements, and
+    what each submission is answered."""
+    messages, keys, allocated = loaded
     stored = {row[0]: stored_current(row[1:]) for row in messages}
     seen: set[Key] = {(row[0], row[1], row[2]) for row in keys}
     plan = plan_batch(stored, seen, submissions, now)
-    documents, events = _with_document_ids(plan, allocated)
-    statements: list[str] = []
-    params: dict[str, list[Any]] = {}
-    # Each table's rows under a prefix of their own: one statement holds them all.
-    for prefix, table, rows in (
-        ("d_", DOCUMENTS, documents),
-        ("n_", MESSAGES, plan.new_messages),
-        ("c_", MESSAGES, plan.changed_messages),
-        ("e_", EVENTS, events),
-    ):
-        if not rows:
-            continue
-        names = list(rows[0])
-        if prefix == "c_":
-            statements.append(unnest_update_sql(table, "id_sms", names, dialect, "%", prefix))
-        else:
-            statements.append(unnest_insert_sql(table, names, dialect, "%", prefix))
-        params.update(_columns(rows, names, prefix))
-    return ([(_one_statement(statements), params)] if statements else []), plan.outcomes
+    documents, events = _with_document_ids(plan, [row[0] for row in allocated])
+    writes = []
+    for table, rows in ((DOCUMENTS, documents), (MESSAGES, plan.new_messages), (EVENTS, events)):
+        if rows:
+            names = list(rows[0])
+            writes.append((unnest_insert_sql(table, names, dialect, "%"), _columns(rows, names)))
+    if plan.changed_messages:
+        names = list(plan.changed_messages[0])
+        sql = unnest_update_sql(MESSAGES, "id_sms", names, dialect, "%")
+        writes.append((sql, _columns(plan.changed_messages, names)))
+    return writes, plan.outcomes
 
 
-def _one_statement(statements: list[str]) -> str:
-    """Data-modifying statements run as one: all but the last in a WITH, where
-    PostgreSQL runs each exactly once, to completion, on one snapshot (the
-    batch's tables are written on distinct rows, so none waits on another)."""
-    *first, last = statements
-    if not first:
-        return last
-    return "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last
-
-
-def unnest_insert_sql(
-    table: Table, names: list[str], dialect: Dialect, style: str = ":", prefix: str = ""
-) -> str:
+def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: str = ":") -> str:
     """PostgreSQL: insert the rows given as one array parameter per column.
 
     `style` is the placeholder: ":" for SQLAlchemy's `text()`, "%" for psycopg
-    (binary parameters); each is named `prefix` + the column's name.
+    (binary parameters).
     """
     return (
         f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
-        f"SELECT * FROM unnest({_arrays(table, names, dialect, style, prefix)})"
+        f"SELECT * FROM unnest({_arrays(table, names, dialect, style)})"
     )
 
 
 def unnest_update_sql(
-    table: Table, key: str, names: list[str], dialect: Dialect, style: str = ":", prefix: str = ""
+    table: Table, key: str, names: list[str], dialect: Dialect, style: str = ":"
 ) -> str:
     assignments = ", ".join(f"{name} = v.{name}" for name in names if name != key)
-    arrays = _arrays(table, names, dialect, style, prefix)
     return (
         f"UPDATE {table.name} AS t SET {assignments} "  # noqa: S608
-        f"FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"FROM unnest({_arrays(table, names, dialect, style)}) AS v({', '.join(names)}) "
         f"WHERE t.{key} = v.{key}"
     )
 
 
-def _arrays(table: Table, names: list[str], dialect: Dialect, style: str, prefix: str) -> str:
-    return _arrays_of(table, tuple(names), dialect, style, prefix)
+def _arrays(table: Table, names: list[str], dialect: Dialect, style: str) -> str:
+    return _arrays_of(table, tuple(names), dialect, style)
 
 
 # Compiling each column's type took a sixth of a PostgreSQL group commit's CPU;
 # a batch's statements are one of a handful of shapes.
 @lru_cache(maxsize=64)
-def _arrays_of(
-    table: Table, names: tuple[str, ...], dialect: Dialect, style: str, prefix: str
-) -> str:
+def _arrays_of(table: Table, names: tuple[str, ...], dialect: Dialect, style: str) -> str:
     # psycopg's `%(name)b` sends the array in binary.
     def placeholder(name: str) -> str:
-        return f":{prefix}{name}" if style == ":" else f"%({prefix}{name})b"
+        return f":{name}" if style == ":" else f"%({name})b"
 
     def array_type(name: str) -> str:
         return str(table.c[name].type.compile(dialect=dialect))
@@ -324,9 +298,9 @@ def _arrays_of(
     return ", ".join(f"CAST({placeholder(name)} AS {array_type(name)}[])" for name in names)
 
 
-def _columns(rows: Sequence[Row], names: list[str], prefix: str = "") -> Row:
+def _columns(rows: Sequence[Row], names: list[str]) -> Row:
     """The rows as one list per column, the parameters of the unnest statements."""
-    return {prefix + name: [row[name] for row in rows] for name in names}
+    return {name: [row[name] for row in rows] for name in names}
 
 
 # SQLite --------------------------------------------------------------------
