@@ -19,9 +19,13 @@ columns and the (id_sms, status, time) keys already seen), lets
   tracking and reconciliation run them on their own threads (`commit`).
 - SQLite: in process, so round trips cost nothing; plain executemany of
   tuples already converted by each column's bind processor, skipping
-  SQLAlchemy's per-row work (two thirds of a 3,200-state group commit).
-  Document ids are drawn under the write lock (max + 1) rather than returned
-  by an INSERT ... RETURNING per batch. The batch's ids travel as one JSON
+  SQLAlchemy's per-row work (two thirds of a 3,200-state group commit). The
+  conversion goes column by column, each distinct value once (`_sqlite_rows`).
+  Inserting through `json_each` instead (one JSON document per table, rows
+  built in SQLite's C) was slower: 8.5 against 5.6 us per event row with
+  json.dumps included (bench/RESULTS.md, "Writer CPU per state"). Document
+  ids are drawn under the write lock (max + 1) rather than returned by an
+  INSERT ... RETURNING per batch. The batch's ids travel as one JSON
   array (`json_each`): an expanding `IN` of 3,200 parameters cost 12% of a
   group commit in SQLAlchemy's compiler alone.
 """
@@ -31,9 +35,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from operator import itemgetter
+from itertools import chain, repeat
 from typing import Any, cast
 
 import psycopg
@@ -43,12 +48,16 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
 from app.ingest import (
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    NEW_MESSAGE_COLUMNS,
     STORED,
     Key,
     Outcome,
     Plan,
     Row,
     Submission,
+    Values,
     batch_ids,
     plan_batch,
     stored_current,
@@ -59,6 +68,9 @@ from app.protocol import IncomingState
 MESSAGES = cast(Table, Message.__table__)
 EVENTS = cast(Table, Event.__table__)
 DOCUMENTS = cast(Table, Document.__table__)
+
+# Rows as one sequence of values per column, in the order of the column names.
+Columns = list[Sequence[Any]]
 
 
 class DataRefused(Exception):
@@ -244,20 +256,19 @@ def _postgres_writes(
     stored = {row[0]: stored_current(row[1:]) for row in messages}
     seen: set[Key] = {(row[0], row[1], row[2]) for row in keys}
     plan = plan_batch(stored, seen, submissions, now)
-    documents, events = _with_document_ids(plan, [row[0] for row in allocated])
     writes = []
-    for table, rows in ((DOCUMENTS, documents), (MESSAGES, plan.new_messages), (EVENTS, events)):
-        if rows:
-            names = list(rows[0])
-            writes.append((unnest_insert_sql(table, names, dialect, "%"), _columns(rows, names)))
-    if plan.changed_messages:
-        names = list(plan.changed_messages[0])
-        sql = unnest_update_sql(MESSAGES, "id_sms", names, dialect, "%")
-        writes.append((sql, _columns(plan.changed_messages, names)))
+    for write in _table_writes(plan, [row[0] for row in allocated]):
+        if write.key is None:
+            sql = unnest_insert_sql(write.table, write.names, dialect, "%")
+        else:
+            sql = unnest_update_sql(write.table, write.key, write.names, dialect, "%")
+        writes.append((sql, _arrays_of(write.names, write.columns)))
     return writes, plan.outcomes
 
 
-def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: str = ":") -> str:
+def unnest_insert_sql(
+    table: Table, names: Sequence[str], dialect: Dialect, style: str = ":"
+) -> str:
     """PostgreSQL: insert the rows given as one array parameter per column.
 
     `style` is the placeholder: ":" for SQLAlchemy's `text()`, "%" for psycopg
@@ -270,7 +281,7 @@ def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: s
 
 
 def unnest_update_sql(
-    table: Table, key: str, names: list[str], dialect: Dialect, style: str = ":"
+    table: Table, key: str, names: Sequence[str], dialect: Dialect, style: str = ":"
 ) -> str:
     assignments = ", ".join(f"{name} = v.{name}" for name in names if name != key)
     return (
@@ -280,7 +291,7 @@ def unnest_update_sql(
     )
 
 
-def _arrays(table: Table, names: list[str], dialect: Dialect, style: str) -> str:
+def _arrays(table: Table, names: Sequence[str], dialect: Dialect, style: str) -> str:
     # psycopg's `%(name)b` sends the array in binary.
     def placeholder(name: str) -> str:
         return f":{name}" if style == ":" else f"%({name})b"
@@ -291,9 +302,9 @@ def _arrays(table: Table, names: list[str], dialect: Dialect, style: str) -> str
     return ", ".join(f"CAST({placeholder(name)} AS {array_type(name)}[])" for name in names)
 
 
-def _columns(rows: Sequence[Row], names: list[str]) -> Row:
-    """The rows as one list per column, the parameters of the unnest statements."""
-    return {name: [row[name] for row in rows] for name in names}
+def _arrays_of(names: Sequence[str], columns: Columns) -> Row:
+    """The parameters of the unnest statements: one list per column."""
+    return {name: list(column) for name, column in zip(names, columns, strict=True)}
 
 
 # SQLite --------------------------------------------------------------------
@@ -321,11 +332,11 @@ def _store_sqlite(
         if wanted
         else 0
     )
-    documents, events = _with_document_ids(plan, list(range(first, first + wanted)))
-    insert_rows(conn, DOCUMENTS, documents)
-    insert_rows(conn, MESSAGES, plan.new_messages)
-    update_rows(conn, MESSAGES, "id_sms", plan.changed_messages)
-    insert_rows(conn, EVENTS, events)
+    for write in _table_writes(plan, list(range(first, first + wanted))):
+        if write.key is None:
+            _insert(conn, write.table, write.names, write.columns)
+        else:
+            _update(conn, write.table, write.key, write.names, write.columns)
     return plan.outcomes
 
 
@@ -333,8 +344,23 @@ def _documents_wanted(submissions: Sequence[Submission]) -> int:
     return sum(sub.body is not None for sub in submissions)
 
 
-def _with_document_ids(plan: Plan, new_ids: list[int]) -> tuple[list[Row], list[Row]]:
-    """The document rows with the ids drawn for them, and the event rows pointing at them."""
+# Both databases: the plan's rows, table by table ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TableWrite:
+    """Rows for one statement, as one sequence per column: PostgreSQL sends each
+    as an array, and SQLite converts each distinct value once (`_sqlite_rows`)."""
+
+    table: Table
+    names: Sequence[str]
+    columns: Columns
+    key: str | None = None  # None: insert the rows; else update the rows matching on `key`
+
+
+def _table_writes(plan: Plan, new_ids: list[int]) -> list[TableWrite]:
+    """What the plan writes, with the document ids drawn for it; each event row
+    points at its submission's document."""
     drawn = iter(new_ids)
     document_ids = [None if row is None else next(drawn) for row in plan.documents]
     documents = [
@@ -342,7 +368,32 @@ def _with_document_ids(plan: Plan, new_ids: list[int]) -> tuple[list[Row], list[
         for row, document_id in zip(plan.documents, document_ids, strict=True)
         if row is not None
     ]
-    return documents, plan.event_rows(document_ids)
+    events = list(chain.from_iterable(plan.events))
+    event_documents = chain.from_iterable(
+        repeat(document_id, len(rows))
+        for rows, document_id in zip(plan.events, document_ids, strict=True)
+    )
+    writes = []
+    if documents:
+        names = list(documents[0])
+        writes.append(TableWrite(DOCUMENTS, names, _dict_columns(documents, names)))
+    if plan.new_messages:
+        writes.append(TableWrite(MESSAGES, NEW_MESSAGE_COLUMNS, _transposed(plan.new_messages)))
+    if plan.changed_messages:
+        columns = _transposed(plan.changed_messages)
+        writes.append(TableWrite(MESSAGES, MESSAGE_COLUMNS, columns, key="id_sms"))
+    if events:
+        columns = [*_transposed(events), list(event_documents)]
+        writes.append(TableWrite(EVENTS, (*EVENT_COLUMNS, "document_id"), columns))
+    return writes
+
+
+def _transposed(rows: Sequence[Values]) -> Columns:
+    return list(zip(*rows, strict=True))
+
+
+def _dict_columns(rows: Sequence[Row], names: Sequence[str]) -> Columns:
+    return [[row[name] for row in rows] for name in names]
 
 
 # Any database: a few rows through the same fastest way ---------------------
@@ -357,53 +408,67 @@ def one_of(column: Column[Any], values: Collection[Any], conn: Connection) -> Co
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
-    if not rows:
-        return
-    names = list(rows[0])
-    if _postgres(conn.dialect):
-        _driver(conn).execute(
-            unnest_insert_sql(table, names, conn.dialect, "%"), _columns(rows, names)
-        )
-        return
-    placeholders = ", ".join("?" for _ in names)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
-    conn.exec_driver_sql(sql, _tuples(conn, table, rows, names))
+    if rows:
+        names = list(rows[0])
+        _insert(conn, table, names, _dict_columns(rows, names))
 
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -> None:
     """Set each row's values on the row whose `key` column matches its `key`."""
-    if not rows:
+    if rows:
+        names = list(rows[0])
+        _update(conn, table, key, names, _dict_columns(rows, names))
+
+
+def _insert(conn: Connection, table: Table, names: Sequence[str], columns: Columns) -> None:
+    if _postgres(conn.dialect):
+        sql = unnest_insert_sql(table, names, conn.dialect, "%")
+        _driver(conn).execute(sql, _arrays_of(names, columns))
         return
-    names = list(rows[0])
+    placeholders = ", ".join("?" for _ in names)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
+    conn.exec_driver_sql(sql, _sqlite_rows(conn.dialect, table, names, columns))
+
+
+def _update(
+    conn: Connection, table: Table, key: str, names: Sequence[str], columns: Columns
+) -> None:
     if _postgres(conn.dialect):
         sql = unnest_update_sql(table, key, names, conn.dialect, "%")
-        _driver(conn).execute(sql, _columns(rows, names))
+        _driver(conn).execute(sql, _arrays_of(names, columns))
         return
-    values = [name for name in names if name != key]
-    assignments = ", ".join(f"{name} = ?" for name in values)
+    # The key's column moves last, to the WHERE clause's placeholder.
+    at = names.index(key)
+    names = [*names[:at], *names[at + 1 :], key]
+    columns = [*columns[:at], *columns[at + 1 :], columns[at]]
+    assignments = ", ".join(f"{name} = ?" for name in names[:-1])
     sql = f"UPDATE {table.name} SET {assignments} WHERE {key} = ?"  # noqa: S608
-    conn.exec_driver_sql(sql, _tuples(conn, table, rows, [*values, key]))
+    conn.exec_driver_sql(sql, _sqlite_rows(conn.dialect, table, names, columns))
 
 
-def _tuples(conn: Connection, table: Table, rows: Sequence[Row], names: list[str]) -> list[Any]:
+def _sqlite_rows(
+    dialect: Dialect, table: Table, names: Sequence[str], columns: Columns
+) -> list[Values]:
     """The rows as driver parameters, each value through its column type's bind
     processor: what SQLAlchemy's executemany does, without its per-row work.
-    A batch's rows share most of their times (received, updated, the provider's
-    time of a whole document), so each distinct value is converted once."""
-    # One C call per row for the values as they are (itemgetter of one name
-    # gives the value itself, not a 1-tuple).
-    values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    processors = _processors(table, tuple(names), conn.dialect)
-    convert = [(i, _once_per_value(p)) for i, p in enumerate(processors) if p is not None]
-    if not convert:
-        return [values(row) for row in rows]
-    converted = []
-    for row in rows:
-        params = list(values(row))
-        for i, process in convert:
-            params[i] = process(params[i])
-        converted.append(tuple(params))
-    return converted
+
+    Column by column: a batch's rows share most of their converted values (the
+    received and updated times, the provider's time of a whole document, the
+    flags), so each distinct value is converted once and the rest is mapped and
+    zipped back into rows in C. Row by row in Python this was 18% of a group
+    commit of 3,200 states.
+    """
+    processors = _processors(table, tuple(names), dialect)
+    converted = [
+        column if process is None else _converted(process, column)
+        for process, column in zip(processors, columns, strict=True)
+    ]
+    return list(zip(*converted, strict=True))
+
+
+def _converted(process: Callable[[Any], Any], column: Sequence[Any]) -> list[Any]:
+    once = {value: process(value) for value in set(column)}
+    return list(map(once.__getitem__, column))
 
 
 @lru_cache(maxsize=64)
@@ -411,14 +476,3 @@ def _processors(table: Table, names: tuple[str, ...], dialect: Dialect) -> list[
     # dialect_impl: a TypeDecorator's own bind_processor stops at its generic
     # impl, and sqlite3 would then store datetimes in another text format.
     return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-
-
-def _once_per_value(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    converted: dict[Any, Any] = {}
-
-    def convert(value: Any) -> Any:
-        if value not in converted:
-            converted[value] = process(value)
-        return converted[value]
-
-    return convert
