@@ -104,16 +104,18 @@ def stored_current(values: Sequence[Any]) -> Current:
 def first_state(state: IncomingState, source: str) -> Current:
     """What `apply_state` makes of a message not stored nor seen before: the
     state itself (the common case, without the rules' steps)."""
+    # Every field by position: keywords here cost 9% of planning's instructions (callgrind).
     return Current(
         state.status,
         state.status_at,
         state.time_raw,
         source,
-        False,
+        False,  # conflict
         state.num_parts,
         state.price,
-        exists=False,
-        touched=True,
+        None,  # given_up_at
+        False,  # exists
+        True,  # touched
     )
 
 
