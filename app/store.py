@@ -33,6 +33,7 @@ columns and the (id_sms, status, time) keys already seen), lets
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
 from app.ingest import (
@@ -427,7 +428,7 @@ def _insert(conn: Connection, table: Table, names: Sequence[str], columns: Colum
         return
     placeholders = ", ".join("?" for _ in names)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
-    conn.exec_driver_sql(sql, _sqlite_rows(conn.dialect, table, names, columns))
+    _sqlite_executemany(conn, sql, _sqlite_rows(conn.dialect, table, names, columns))
 
 
 def _update(
@@ -443,12 +444,30 @@ def _update(
     columns = [*columns[:at], *columns[at + 1 :], columns[at]]
     assignments = ", ".join(f"{name} = ?" for name in names[:-1])
     sql = f"UPDATE {table.name} SET {assignments} WHERE {key} = ?"  # noqa: S608
-    conn.exec_driver_sql(sql, _sqlite_rows(conn.dialect, table, names, columns))
+    _sqlite_executemany(conn, sql, _sqlite_rows(conn.dialect, table, names, columns))
+
+
+def _sqlite_executemany(conn: Connection, sql: str, rows: Iterator[Values]) -> None:
+    """executemany on the driver's own connection, in the caller's transaction.
+
+    Past SQLAlchemy's `exec_driver_sql`, which wants the rows as a list and
+    sets up an execution context per statement: 3% of the instructions of a
+    group commit of 32 x 100 states, 5% of one of 16 x 1 (callgrind). The rows
+    stream from `zip`, which reuses its tuple once the driver lets go of it.
+    Errors stay SQLAlchemy's, as every caller expects (DataRefused, the
+    poller's and reconciliation's `except SQLAlchemyError`).
+    """
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    try:
+        raw.executemany(sql, rows)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
 
 
 def _sqlite_rows(
     dialect: Dialect, table: Table, names: Sequence[str], columns: Columns
-) -> list[Values]:
+) -> Iterator[Values]:
     """The rows as driver parameters, each value through its column type's bind
     processor: what SQLAlchemy's executemany does, without its per-row work.
 
@@ -463,7 +482,7 @@ def _sqlite_rows(
         column if process is None else _converted(process, column)
         for process, column in zip(processors, columns, strict=True)
     ]
-    return list(zip(*converted, strict=True))
+    return zip(*converted, strict=True)
 
 
 def _converted(process: Callable[[Any], Any], column: Sequence[Any]) -> list[Any]:
