@@ -19,7 +19,7 @@ lookup, with no race to lose.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
@@ -80,7 +80,18 @@ STORED = tuple(f.name for f in fields(Current) if f.name not in {"exists", "touc
 
 # The columns of the rows a plan writes, in the order of their values. Rows are
 # plain tuples: a dict per row, then its conversion to the driver's tuple, cost
-# more than the rules themselves. The store adds `document_id` to events.
+# more than the rules themselves (planning and conversion: 8.8 -> 2.7 us a state).
+DOCUMENT_COLUMNS = (
+    "id",
+    "received_at",
+    "remote_addr",
+    "body",
+    "outcome",
+    "error",
+    "acked_ids",
+    "state_count",
+    "duplicate_count",
+)
 EVENT_COLUMNS = (
     "id_sms",
     "status",
@@ -91,6 +102,7 @@ EVENT_COLUMNS = (
     "num_parts",
     "price",
     "received_at",
+    "document_id",
 )
 MESSAGE_COLUMNS = ("id_sms", *STORED, "final", "updated_at")
 NEW_MESSAGE_COLUMNS = (*MESSAGE_COLUMNS, "first_seen_at")
@@ -165,8 +177,8 @@ class Plan:
     """What one batch writes, decided before anything is written."""
 
     outcomes: list[Outcome]
-    documents: list[Row | None]  # per submission: its raw document, if it has one
-    events: list[list[Values]]  # per submission: its new states (EVENT_COLUMNS)
+    documents: list[Values]  # DOCUMENT_COLUMNS: the raw documents of those that have one
+    events: list[Values]  # EVENT_COLUMNS: the new states
     new_messages: list[Values]  # NEW_MESSAGE_COLUMNS
     changed_messages: list[Values]  # MESSAGE_COLUMNS
 
@@ -176,32 +188,43 @@ def batch_ids(submissions: Sequence[Submission]) -> list[str]:
     return sorted({state.id_sms for sub in submissions for state in sub.states})
 
 
+def documents_wanted(submissions: Sequence[Submission]) -> int:
+    """How many document ids `plan_batch` needs: one per submission with a body."""
+    return sum(sub.body is not None for sub in submissions)
+
+
 def plan_batch(
     messages: dict[str, Current],
     seen: set[Key],
     submissions: Sequence[Submission],
     now: datetime,
+    document_ids: Iterator[int],
 ) -> Plan:
-    """Apply the batch to the stored `messages` and `seen` keys, in order of arrival."""
-    planned = [_plan_submission(messages, sub, seen) for sub in submissions]
-    outcomes = [outcome for outcome, _ in planned]
+    """Apply the batch to the stored `messages` and `seen` keys, in order of arrival;
+    `document_ids` are the ids drawn for its documents, in order."""
+    outcomes: list[Outcome] = []
+    documents: list[Values] = []
+    events: list[Values] = []
+    for sub in submissions:
+        document_id = None if sub.body is None else next(document_ids)
+        outcome = _plan_submission(messages, sub, seen, document_id, events)
+        outcomes.append(outcome)
+        if document_id is not None:
+            documents.append(_document_row(sub, outcome, document_id))
     new_messages, changed_messages = _message_rows(messages, now)
-    return Plan(
-        outcomes=outcomes,
-        documents=[_document_row(sub, out) for sub, out in zip(submissions, outcomes, strict=True)],
-        events=[rows for _, rows in planned],
-        new_messages=new_messages,
-        changed_messages=changed_messages,
-    )
+    return Plan(outcomes, documents, events, new_messages, changed_messages)
 
 
 def _plan_submission(
-    messages: dict[str, Current], sub: Submission, seen: set[Key]
-) -> tuple[Outcome, list[Values]]:
-    """Apply one submission's new states to `messages`; its outcome and event rows."""
+    messages: dict[str, Current],
+    sub: Submission,
+    seen: set[Key],
+    document_id: int | None,
+    events: list[Values],
+) -> Outcome:
+    """Apply one submission's new states to `messages`, their rows added to `events`."""
     source, received_at = sub.source, sub.received_at
-    rows = []
-    duplicates = conflicts = 0
+    stored = duplicates = conflicts = 0
     for state in sub.states:
         key = state.key
         if key in seen:
@@ -215,7 +238,8 @@ def _plan_submission(
         else:
             conflict = apply_state(current, state, source)
             conflicts += conflict
-        rows.append(
+        stored += 1
+        events.append(
             (
                 state.id_sms,
                 state.status,
@@ -226,25 +250,25 @@ def _plan_submission(
                 state.num_parts,
                 state.price,
                 received_at,
+                document_id,
             )  # EVENT_COLUMNS
         )
     acked_ids = unique_ids(list(sub.states))
-    return Outcome(acked_ids, stored=len(rows), duplicates=duplicates, conflicts=conflicts), rows
+    return Outcome(acked_ids, stored=stored, duplicates=duplicates, conflicts=conflicts)
 
 
-def _document_row(sub: Submission, outcome: Outcome) -> Row | None:
-    if sub.body is None:
-        return None
-    return {
-        "received_at": sub.received_at,
-        "remote_addr": sub.remote_addr,
-        "body": sub.body,
-        "outcome": "rejected" if sub.error else "stored",
-        "error": sub.error,
-        "acked_ids": " ".join(outcome.acked_ids),
-        "state_count": len(sub.states),
-        "duplicate_count": outcome.duplicates,
-    }
+def _document_row(sub: Submission, outcome: Outcome, document_id: int) -> Values:
+    return (
+        document_id,
+        sub.received_at,
+        sub.remote_addr,
+        sub.body,
+        "rejected" if sub.error else "stored",
+        sub.error,
+        " ".join(outcome.acked_ids),
+        len(sub.states),
+        outcome.duplicates,
+    )  # DOCUMENT_COLUMNS
 
 
 def _message_rows(messages: dict[str, Current], now: datetime) -> tuple[list[Values], list[Values]]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.ingest import (
+    DOCUMENT_COLUMNS,
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     NEW_MESSAGE_COLUMNS,
@@ -18,7 +19,7 @@ from app.ingest import (
     plan_batch,
     stored_current,
 )
-from app.models import Message
+from app.models import Document, Event, Message
 from app.protocol import IncomingState, is_final
 
 T0 = datetime(2020, 1, 1, 9, 0, tzinfo=UTC)
@@ -86,12 +87,15 @@ def test_plan_batch_decides_every_row_without_a_database() -> None:
     seen = {("1", "send", "")}
     first = Submission([state("send"), state("deliver", 2)], "callback", now, b"doc")
     second = Submission([state("deliver", 2), state("read", 1, "2")], "poll", now)
-    plan = plan_batch(stored, seen, [first, second], now)
+    plan = plan_batch(stored, seen, [first, second], now, iter([7]))
     assert [(o.acked_ids, o.stored, o.duplicates) for o in plan.outcomes] == [
         (["1"], 1, 1),
         (["1", "2"], 1, 1),
     ]
-    assert [row is not None for row in plan.documents] == [True, False]
+    documents = [dict(zip(DOCUMENT_COLUMNS, r, strict=True)) for r in plan.documents]
+    assert [(d["id"], d["body"], d["acked_ids"], d["duplicate_count"]) for d in documents] == [
+        (7, b"doc", "1", 1)
+    ]
     changed = [dict(zip(MESSAGE_COLUMNS, r, strict=True)) for r in plan.changed_messages]
     assert [(r["id_sms"], r["status"], r["final"]) for r in changed] == [("1", "deliver", True)]
     assert changed[0]["given_up_at"] is None
@@ -99,11 +103,21 @@ def test_plan_batch_decides_every_row_without_a_database() -> None:
     assert [(r["id_sms"], r["status"], r["final"], r["first_seen_at"]) for r in new] == [
         ("2", "read", False, now)
     ]
-    events = [[dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows] for rows in plan.events]
-    assert [[(e["id_sms"], e["status"], e["source"]) for e in rows] for rows in events] == [
-        [("1", "deliver", "callback")],
-        [("2", "read", "poll")],
+    events = [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in plan.events]
+    assert [(e["id_sms"], e["status"], e["source"], e["document_id"]) for e in events] == [
+        ("1", "deliver", "callback", 7),
+        ("2", "read", "poll", None),
     ]
+
+
+def test_the_written_columns_are_columns_of_their_tables() -> None:
+    for columns, model in (
+        (DOCUMENT_COLUMNS, Document),
+        (EVENT_COLUMNS, Event),
+        (NEW_MESSAGE_COLUMNS, Message),
+    ):
+        assert set(columns) <= set(model.__table__.c.keys())
+        assert len(set(columns)) == len(columns)
 
 
 def test_the_loaded_columns_are_the_stored_fields_of_current() -> None:
