@@ -19,9 +19,13 @@ columns and the (id_sms, status, time) keys already seen), lets
   tracking and reconciliation run them on their own threads (`commit`).
 - SQLite: in process, so round trips cost nothing; plain executemany of
   tuples already converted by each column's bind processor, skipping
-  SQLAlchemy's per-row work (two thirds of a 3,200-state group commit).
-  Document ids are drawn under the write lock (max + 1) rather than returned
-  by an INSERT ... RETURNING per batch. The batch's ids travel as one JSON
+  SQLAlchemy's per-row work (two thirds of a 3,200-state group commit). The
+  conversion goes column by column, each distinct value once (`_sqlite_rows`).
+  Inserting through `json_each` instead (one JSON document per table, rows
+  built in SQLite's C) was slower: 8.5 against 5.6 us per event row with
+  json.dumps included (bench/RESULTS.md, "Writer CPU per state"). Document
+  ids are drawn under the write lock (max + 1) rather than returned by an
+  INSERT ... RETURNING per batch. The batch's ids travel as one JSON
   array (`json_each`): an expanding `IN` of 3,200 parameters cost 12% of a
   group commit in SQLAlchemy's compiler alone.
 """
@@ -29,8 +33,10 @@ columns and the (id_sms, status, time) keys already seen), lets
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator, Sequence
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -39,17 +45,23 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
 from app.ingest import (
+    DOCUMENT_COLUMNS,
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    NEW_MESSAGE_COLUMNS,
     STORED,
     Key,
     Outcome,
     Plan,
     Row,
     Submission,
+    Values,
     batch_ids,
+    documents_wanted,
     plan_batch,
     stored_current,
 )
@@ -228,7 +240,7 @@ def _postgres_loads(submissions: Sequence[Submission]) -> list[tuple[str, Any]]:
     return [
         (LOAD_MESSAGES, (ids,)),
         (LOAD_KEYS, (ids,)),
-        (NEXT_DOCUMENT_IDS, (_documents_wanted(submissions),)),
+        (NEXT_DOCUMENT_IDS, (documents_wanted(submissions),)),
     ]
 
 
@@ -243,21 +255,20 @@ def _postgres_writes(
     messages, keys, allocated = loaded
     stored = {row[0]: stored_current(row[1:]) for row in messages}
     seen: set[Key] = {(row[0], row[1], row[2]) for row in keys}
-    plan = plan_batch(stored, seen, submissions, now)
-    documents, events = _with_document_ids(plan, [row[0] for row in allocated])
+    plan = plan_batch(stored, seen, submissions, now, iter([row[0] for row in allocated]))
     writes = []
-    for table, rows in ((DOCUMENTS, documents), (MESSAGES, plan.new_messages), (EVENTS, events)):
-        if rows:
-            names = list(rows[0])
-            writes.append((unnest_insert_sql(table, names, dialect, "%"), _columns(rows, names)))
-    if plan.changed_messages:
-        names = list(plan.changed_messages[0])
-        sql = unnest_update_sql(MESSAGES, "id_sms", names, dialect, "%")
-        writes.append((sql, _columns(plan.changed_messages, names)))
+    for write in _table_writes(plan):
+        if write.key is None:
+            sql = unnest_insert_sql(write.table, write.names, dialect, "%")
+        else:
+            sql = unnest_update_sql(write.table, write.key, write.names, dialect, "%")
+        writes.append((sql, _arrays_of(write.names, write.rows)))
     return writes, plan.outcomes
 
 
-def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: str = ":") -> str:
+def unnest_insert_sql(
+    table: Table, names: Sequence[str], dialect: Dialect, style: str = ":"
+) -> str:
     """PostgreSQL: insert the rows given as one array parameter per column.
 
     `style` is the placeholder: ":" for SQLAlchemy's `text()`, "%" for psycopg
@@ -270,7 +281,7 @@ def unnest_insert_sql(table: Table, names: list[str], dialect: Dialect, style: s
 
 
 def unnest_update_sql(
-    table: Table, key: str, names: list[str], dialect: Dialect, style: str = ":"
+    table: Table, key: str, names: Sequence[str], dialect: Dialect, style: str = ":"
 ) -> str:
     assignments = ", ".join(f"{name} = v.{name}" for name in names if name != key)
     return (
@@ -280,14 +291,14 @@ def unnest_update_sql(
     )
 
 
-def _arrays(table: Table, names: list[str], dialect: Dialect, style: str) -> str:
-    return _arrays_of(table, tuple(names), dialect, style)
+def _arrays(table: Table, names: Sequence[str], dialect: Dialect, style: str) -> str:
+    return _array_casts(table, tuple(names), dialect, style)
 
 
 # Compiling each column's type took a sixth of a PostgreSQL group commit's CPU;
 # a batch's statements are one of a handful of shapes.
 @lru_cache(maxsize=64)
-def _arrays_of(table: Table, names: tuple[str, ...], dialect: Dialect, style: str) -> str:
+def _array_casts(table: Table, names: tuple[str, ...], dialect: Dialect, style: str) -> str:
     # psycopg's `%(name)b` sends the array in binary.
     def placeholder(name: str) -> str:
         return f":{name}" if style == ":" else f"%({name})b"
@@ -298,9 +309,9 @@ def _arrays_of(table: Table, names: tuple[str, ...], dialect: Dialect, style: st
     return ", ".join(f"CAST({placeholder(name)} AS {array_type(name)}[])" for name in names)
 
 
-def _columns(rows: Sequence[Row], names: list[str]) -> Row:
-    """The rows as one list per column, the parameters of the unnest statements."""
-    return {name: [row[name] for row in rows] for name in names}
+def _arrays_of(names: Sequence[str], rows: Sequence[Values]) -> Row:
+    """The parameters of the unnest statements: one list per column."""
+    return {name: list(map(itemgetter(i), rows)) for i, name in enumerate(names)}
 
 
 # SQLite --------------------------------------------------------------------
@@ -321,35 +332,40 @@ def _store_sqlite(
     ids = {"ids": json.dumps(batch_ids(submissions))}
     stored = {row[0]: stored_current(row[1:]) for row in conn.execute(SQLITE_LOAD_MESSAGES, ids)}
     seen: set[Key] = {(row[0], row[1], row[2]) for row in conn.execute(SQLITE_LOAD_KEYS, ids)}
-    plan = plan_batch(stored, seen, submissions, now)
-    wanted = _documents_wanted(submissions)
+    wanted = documents_wanted(submissions)
     first = (
         (conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM documents").scalar() or 0) + 1
         if wanted
         else 0
     )
-    documents, events = _with_document_ids(plan, list(range(first, first + wanted)))
-    insert_rows(conn, DOCUMENTS, documents)
-    insert_rows(conn, MESSAGES, plan.new_messages)
-    update_rows(conn, MESSAGES, "id_sms", plan.changed_messages)
-    insert_rows(conn, EVENTS, events)
+    plan = plan_batch(stored, seen, submissions, now, iter(range(first, first + wanted)))
+    for write in _table_writes(plan):
+        if write.key is None:
+            _insert(conn, write.table, write.names, write.rows)
+        else:
+            _update(conn, write.table, write.key, write.names, write.rows)
     return plan.outcomes
 
 
-def _documents_wanted(submissions: Sequence[Submission]) -> int:
-    return sum(sub.body is not None for sub in submissions)
+# Both databases: the plan's rows, table by table ------------------------------
 
 
-def _with_document_ids(plan: Plan, new_ids: list[int]) -> tuple[list[Row], list[Row]]:
-    """The document rows with the ids drawn for them, and the event rows pointing at them."""
-    drawn = iter(new_ids)
-    document_ids = [None if row is None else next(drawn) for row in plan.documents]
-    documents = [
-        row | {"id": document_id}
-        for row, document_id in zip(plan.documents, document_ids, strict=True)
-        if row is not None
+@dataclass(frozen=True, slots=True)
+class TableWrite:
+    table: Table
+    names: Sequence[str]  # the columns of `rows`, in their order
+    rows: Sequence[Values]
+    key: str | None = None  # None: insert the rows; else update the rows matching on `key`
+
+
+def _table_writes(plan: Plan) -> list[TableWrite]:
+    writes = [
+        TableWrite(DOCUMENTS, DOCUMENT_COLUMNS, plan.documents),
+        TableWrite(MESSAGES, NEW_MESSAGE_COLUMNS, plan.new_messages),
+        TableWrite(MESSAGES, MESSAGE_COLUMNS, plan.changed_messages, key="id_sms"),
+        TableWrite(EVENTS, EVENT_COLUMNS, plan.events),
     ]
-    return documents, plan.event_rows(document_ids)
+    return [write for write in writes if write.rows]
 
 
 # Any database: a few rows through the same fastest way ---------------------
@@ -364,53 +380,92 @@ def one_of(column: Column[Any], values: Collection[Any], conn: Connection) -> Co
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
-    if not rows:
-        return
-    names = list(rows[0])
-    if _postgres(conn.dialect):
-        _driver(conn).execute(
-            unnest_insert_sql(table, names, conn.dialect, "%"), _columns(rows, names)
-        )
-        return
-    placeholders = ", ".join("?" for _ in names)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
-    conn.exec_driver_sql(sql, _tuples(conn, table, rows, names))
+    if rows:
+        names = list(rows[0])
+        _insert(conn, table, names, _dict_rows(rows, names))
 
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -> None:
     """Set each row's values on the row whose `key` column matches its `key`."""
-    if not rows:
+    if rows:
+        names = list(rows[0])
+        _update(conn, table, key, names, _dict_rows(rows, names))
+
+
+def _dict_rows(rows: Sequence[Row], names: Sequence[str]) -> list[Values]:
+    return [tuple(row[name] for name in names) for row in rows]
+
+
+def _insert(conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Values]) -> None:
+    if _postgres(conn.dialect):
+        sql = unnest_insert_sql(table, names, conn.dialect, "%")
+        _driver(conn).execute(sql, _arrays_of(names, rows))
         return
-    names = list(rows[0])
+    placeholders = ", ".join("?" for _ in names)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
+    _sqlite_executemany(conn, sql, _sqlite_rows(conn.dialect, table, names, rows, names))
+
+
+def _update(
+    conn: Connection, table: Table, key: str, names: Sequence[str], rows: Sequence[Values]
+) -> None:
     if _postgres(conn.dialect):
         sql = unnest_update_sql(table, key, names, conn.dialect, "%")
-        _driver(conn).execute(sql, _columns(rows, names))
+        _driver(conn).execute(sql, _arrays_of(names, rows))
         return
     values = [name for name in names if name != key]
     assignments = ", ".join(f"{name} = ?" for name in values)
     sql = f"UPDATE {table.name} SET {assignments} WHERE {key} = ?"  # noqa: S608
-    conn.exec_driver_sql(sql, _tuples(conn, table, rows, [*values, key]))
+    _sqlite_executemany(conn, sql, _sqlite_rows(conn.dialect, table, names, rows, [*values, key]))
 
 
-def _tuples(conn: Connection, table: Table, rows: Sequence[Row], names: list[str]) -> list[Any]:
-    """The rows as driver parameters, each value through its column type's bind
-    processor: what SQLAlchemy's executemany does, without its per-row work.
-    A batch's rows share most of their times (received, updated, the provider's
-    time of a whole document), so each distinct value is converted once."""
-    # One C call per row for the values as they are (itemgetter of one name
-    # gives the value itself, not a 1-tuple).
-    values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    processors = _processors(table, tuple(names), conn.dialect)
-    convert = [(i, _once_per_value(p)) for i, p in enumerate(processors) if p is not None]
-    if not convert:
-        return [values(row) for row in rows]
-    converted = []
-    for row in rows:
-        params = list(values(row))
-        for i, process in convert:
-            params[i] = process(params[i])
-        converted.append(tuple(params))
-    return converted
+def _sqlite_executemany(conn: Connection, sql: str, rows: Iterator[Values]) -> None:
+    """executemany on the driver's own connection, in the caller's transaction.
+
+    Past SQLAlchemy's `exec_driver_sql`, which wants the rows as a list and
+    sets up an execution context per statement: 3% of the instructions of a
+    group commit of 32 x 100 states, 5% of one of 16 x 1 (callgrind). The rows
+    stream from `zip`, which reuses its tuple once the driver lets go of it.
+    Errors stay SQLAlchemy's, as every caller expects (DataRefused, the
+    poller's and reconciliation's `except SQLAlchemyError`).
+    """
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    try:
+        raw.executemany(sql, rows)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+
+
+def _sqlite_rows(
+    dialect: Dialect,
+    table: Table,
+    names: Sequence[str],
+    rows: Sequence[Values],
+    order: Sequence[str],
+) -> Iterator[Values]:
+    """The rows as driver parameters in the statement's `order`, each value
+    through its column type's bind processor: what SQLAlchemy's executemany
+    does, without its per-row work.
+
+    Column by column: a batch's rows share most of their converted values (the
+    received and updated times, the provider's time of a whole document, the
+    flags), so each distinct value is converted once; the rest is lazy maps
+    zipped back into rows in C, as the driver takes them. Row by row in Python
+    this was 18% of a group commit of 3,200 states. Transposing the rows first
+    (`zip(*rows)`, an iterator per row) made the garbage collector run nearly
+    twice as often: 18 young collections per 32 x 100 group commit, against 10.
+    """
+    processors = _processors(table, tuple(order), dialect)
+    columns = []
+    for name, process in zip(order, processors, strict=True):
+        value = itemgetter(names.index(name))
+        if process is None:
+            columns.append(map(value, rows))
+        else:
+            once = {v: process(v) for v in set(map(value, rows))}
+            columns.append(map(once.__getitem__, map(value, rows)))
+    return zip(*columns, strict=True)
 
 
 @lru_cache(maxsize=64)
@@ -418,14 +473,3 @@ def _processors(table: Table, names: tuple[str, ...], dialect: Dialect) -> list[
     # dialect_impl: a TypeDecorator's own bind_processor stops at its generic
     # impl, and sqlite3 would then store datetimes in another text format.
     return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-
-
-def _once_per_value(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    converted: dict[Any, Any] = {}
-
-    def convert(value: Any) -> Any:
-        if value not in converted:
-            converted[value] = process(value)
-        return converted[value]
-
-    return convert

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
-from sqlalchemy import Engine, select, update
+import psycopg
+import pytest
+from sqlalchemy import Engine, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.db import write_transaction
 from app.ingest import Submission
-from app.models import Message
+from app.models import Document, Event, Message
 from app.protocol import IncomingState
-from app.store import commit, store_batch, store_states
+from app.store import DataRefused, commit, insert_rows, store_batch, store_states
 from tests.conftest import rows
 from tests.test_ingest import state
 
@@ -106,3 +110,73 @@ def test_times_at_the_ends_of_the_calendar_are_stored_and_read_back(engine: Engi
     with engine.connect() as conn:
         found = conn.execute(select(Message.status_at).order_by(Message.id_sms)).scalars().all()
     assert found == ends
+
+
+def test_rows_are_stored_exactly_as_sqlalchemy_stores_them(engine: Engine) -> None:
+    """Each row the fast path writes (executemany of converted tuples on SQLite,
+    arrays on PostgreSQL) holds, column by column and as the driver reads it
+    back, what SQLAlchemy's own insert stores for the same values: on SQLite the
+    text of times and the integers of flags are what every read relies on."""
+    moscow = timezone(timedelta(hours=3))
+    first = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=moscow)
+    later = first + timedelta(minutes=7, microseconds=1)
+    states = [
+        IncomingState("101", "send", "", None),  # stays non-final: given_up_at written back
+        IncomingState("102", "read", "2024-05-01 10:00:00", first, 2, "1.25"),
+        IncomingState("103", "deliver", "2024-05-01 10:07:00", later),
+    ]
+    commit(engine, [Submission(states, "callback", first, b"<request/>", "10.0.0.1")], first)
+    with engine.begin() as conn:  # as the poller gives up on a message
+        conn.execute(update(Message).values(given_up_at=first, last_given_up_at=first))
+    again = [
+        IncomingState("101", "queued", "2024-05-01 10:08:00", later),  # an update, given up
+        IncomingState("102", "not_deliver", "2024-05-01 10:09:00", later),  # final: cleared
+        IncomingState("103", "expired", "2024-05-01 10:10:00", later),  # a conflict
+        IncomingState("104", "deliver", "2024-05-01 10:11:00", later, 1, "0.5"),  # new
+    ]
+    commit(engine, [Submission(again, "poll", later)], later)
+    for model in (Message, Event, Document):
+        table = cast(Table, model.__table__)
+        with engine.connect() as conn:
+            stored = conn.execute(select(table).order_by(table.c.id)).mappings().all()
+        assert stored
+        for row in stored:
+            # The same values again (a new id, and an id_sms of its own where it is
+            # unique), through SQLAlchemy Core's insert.
+            values = {k: v for k, v in row.items() if k != "id"}
+            if "id_sms" in values:
+                values["id_sms"] = f"9{row['id_sms']}"
+            with engine.begin() as conn:
+                (copy_id,) = conn.execute(insert(table).values(values)).inserted_primary_key
+            fast, core = _raw_row(engine, table, row["id"]), _raw_row(engine, table, copy_id)
+            if "id_sms" in values:
+                assert (fast.pop("id_sms"), core.pop("id_sms")) == (row["id_sms"], values["id_sms"])
+            assert fast == core, table.name
+
+
+def _raw_row(engine: Engine, table: Table, row_id: object) -> dict[str, object]:
+    """The row as the driver returns it (no SQLAlchemy type in between), without its id."""
+    placeholder = "?" if engine.dialect.name == "sqlite" else "%s"
+    sql = f"SELECT * FROM {table.name} WHERE id = {placeholder}"  # noqa: S608
+    with engine.connect() as conn:
+        (raw,) = conn.exec_driver_sql(sql, (row_id,)).mappings().all()
+    return {name: value for name, value in raw.items() if name != "id"}
+
+
+def test_refused_data_is_data_refused_and_nothing_is_stored(engine: Engine) -> None:
+    """What the writer retries one submission at a time: a row the database
+    refuses (here a missing NOT NULL source), on either database."""
+    now = datetime.now(UTC)
+    refused = Submission([state("send", id_sms="11")], None, now, b"doc")  # type: ignore[arg-type]
+    with pytest.raises(DataRefused, match=r"(?i)not.?null"):
+        commit(engine, [Submission([state("send", id_sms="10")], "poll", now), refused], now)
+    assert rows(engine, "SELECT count(*) FROM messages") == [(0,)]
+    assert rows(engine, "SELECT count(*) FROM documents") == [(0,)]
+    # The same through insert_rows (tracking, reconciliation): SQLAlchemy's own
+    # error on SQLite, where the rows go straight to the driver; the driver's on
+    # PostgreSQL, as before.
+    sqlite = engine.dialect.name == "sqlite"
+    refusal = IntegrityError if sqlite else psycopg.IntegrityError
+    row = {"id_sms": "12", "status": "send"}
+    with pytest.raises(refusal), write_transaction(engine) as conn:
+        insert_rows(conn, cast(Table, Event.__table__), [row])
