@@ -45,7 +45,7 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
 from app.ingest import (
@@ -73,9 +73,11 @@ EVENTS = cast(Table, Event.__table__)
 DOCUMENTS = cast(Table, Document.__table__)
 
 
-class DataRefused(Exception):
+class DataRefused(SQLAlchemyError):
     """The database refused a batch's data (a constraint, a value out of range):
-    the fault of one submission in it, not of the database."""
+    the fault of one submission in it, not of the database. A SQLAlchemyError
+    like every other fault the store raises: the writer tells it apart, the
+    poller and reconciliation fail the pass and try again later."""
 
 
 def store_states(
@@ -90,7 +92,8 @@ def store_states(
 
 def commit(engine: Engine, submissions: Sequence[Submission], now: datetime) -> list[Outcome]:
     """Store the batch in a write transaction of its own and commit it; raises
-    (DataRefused for refused data) with nothing stored on any failure."""
+    with nothing stored on any failure: DataRefused for refused data, else
+    SQLAlchemy's error for the fault, on either database."""
     with _refused_as_data():
         if _postgres(engine.dialect):
             return _commit_postgres(engine, submissions, now)
@@ -102,19 +105,33 @@ def store_batch(
     conn: Connection, submissions: Sequence[Submission], now: datetime
 ) -> list[Outcome]:
     """The same, inside the caller's `db.write_transaction`; the caller commits."""
-    if not _postgres(conn.dialect):
-        return _store_sqlite(conn, submissions, now)
-    raw = _driver(conn)
-    with raw.pipeline():
-        return _store_postgres(raw, conn.dialect, submissions, now, locked=True)
+    with _refused_as_data():
+        if not _postgres(conn.dialect):
+            return _store_sqlite(conn, submissions, now)
+        raw = _driver(conn)
+        with raw.pipeline():
+            return _store_postgres(raw, conn.dialect, submissions, now, locked=True)
 
 
 @contextmanager
 def _refused_as_data() -> Iterator[None]:
+    """Refused data as DataRefused; any other fault as SQLAlchemy's error for it."""
+    try:
+        with _sqlalchemy_errors():
+            yield
+    except (DataError, IntegrityError) as exc:
+        raise DataRefused(_first_line(exc)) from exc
+
+
+@contextmanager
+def _sqlalchemy_errors() -> Iterator[None]:
+    """psycopg's errors, which the PostgreSQL path meets on the driver's own
+    connection, as SQLAlchemy's (as `_sqlite_executemany` does for sqlite3's):
+    callers catch one kind, `except SQLAlchemyError`, on both databases."""
     try:
         yield
-    except (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError) as exc:
-        raise DataRefused(_first_line(exc)) from exc
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -399,7 +416,8 @@ def _dict_rows(rows: Sequence[Row], names: Sequence[str]) -> list[Values]:
 def _insert(conn: Connection, table: Table, names: Sequence[str], rows: Sequence[Values]) -> None:
     if _postgres(conn.dialect):
         sql = unnest_insert_sql(table, names, conn.dialect, "%")
-        _driver(conn).execute(sql, _arrays_of(names, rows))
+        with _sqlalchemy_errors():
+            _driver(conn).execute(sql, _arrays_of(names, rows))
         return
     placeholders = ", ".join("?" for _ in names)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
@@ -411,7 +429,8 @@ def _update(
 ) -> None:
     if _postgres(conn.dialect):
         sql = unnest_update_sql(table, key, names, conn.dialect, "%")
-        _driver(conn).execute(sql, _arrays_of(names, rows))
+        with _sqlalchemy_errors():
+            _driver(conn).execute(sql, _arrays_of(names, rows))
         return
     values = [name for name in names if name != key]
     assignments = ", ".join(f"{name} = ?" for name in values)

@@ -8,9 +8,10 @@ from typing import cast
 import psycopg
 import pytest
 from sqlalchemy import Engine, Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.db import write_transaction
+from app.config import Settings
+from app.db import create_db_engine, write_transaction
 from app.ingest import Submission
 from app.models import Document, Event, Message
 from app.protocol import IncomingState
@@ -173,10 +174,35 @@ def test_refused_data_is_data_refused_and_nothing_is_stored(engine: Engine) -> N
     assert rows(engine, "SELECT count(*) FROM messages") == [(0,)]
     assert rows(engine, "SELECT count(*) FROM documents") == [(0,)]
     # The same through insert_rows (tracking, reconciliation): SQLAlchemy's own
-    # error on SQLite, where the rows go straight to the driver; the driver's on
-    # PostgreSQL, as before.
-    sqlite = engine.dialect.name == "sqlite"
-    refusal = IntegrityError if sqlite else psycopg.IntegrityError
+    # error on both databases, though the rows go straight to the driver.
     row = {"id_sms": "12", "status": "send"}
-    with pytest.raises(refusal), write_transaction(engine) as conn:
+    with pytest.raises(IntegrityError), write_transaction(engine) as conn:
         insert_rows(conn, cast(Table, Event.__table__), [row])
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_connection_lost_under_a_commit_is_sqlalchemy_s_error_and_the_next_reconnects(
+    settings: Settings, engine: Engine
+) -> None:
+    """The PostgreSQL path talks to the driver's connection; a fault there must
+    still reach the poller's and reconciliation's `except SQLAlchemyError`."""
+    # As the writer's engine: no ping on checkout, so the dead connection is used.
+    unpinged = create_db_engine(settings, pool_pre_ping=False, pool_size=1)
+    try:
+        now = datetime.now(UTC)
+        store_states(unpinged, [state("send", id_sms="20")], "poll", now)
+        with engine.connect() as conn:  # the server ends every other session
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(OperationalError) as raised:
+            store_states(unpinged, [state("deliver", id_sms="20")], "poll", now)
+        assert isinstance(raised.value.orig, psycopg.OperationalError)
+        # The broken connection was dropped: the next batch connects anew.
+        assert store_states(unpinged, [state("deliver", id_sms="20")], "poll", now).stored == 1
+        assert rows(engine, "SELECT status FROM messages WHERE id_sms = '20'") == [("deliver",)]
+    finally:
+        unpinged.dispose()
