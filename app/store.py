@@ -219,7 +219,8 @@ class AsyncPostgresCommit:
         """As `commit`: stored and committed, or raises with nothing stored."""
         conn = self._conn
         if conn is None or conn.closed:
-            conn = self._conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs)
+            with _sqlalchemy_errors():  # the database down: SQLAlchemy's error, as elsewhere
+                conn = self._conn = await psycopg.AsyncConnection.connect(**self._connect_kwargs)
         try:
             with _refused_as_data():
                 async with conn.pipeline():

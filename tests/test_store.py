@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
@@ -15,8 +16,15 @@ from app.db import create_db_engine, write_transaction
 from app.ingest import Submission
 from app.models import Document, Event, Message
 from app.protocol import IncomingState
-from app.store import DataRefused, commit, insert_rows, store_batch, store_states
-from tests.conftest import rows
+from app.store import (
+    AsyncPostgresCommit,
+    DataRefused,
+    commit,
+    insert_rows,
+    store_batch,
+    store_states,
+)
+from tests.conftest import TEST_TOKEN, free_port, rows
 from tests.test_ingest import state
 
 
@@ -206,3 +214,20 @@ def test_a_connection_lost_under_a_commit_is_sqlalchemy_s_error_and_the_next_rec
         assert rows(engine, "SELECT status FROM messages WHERE id_sms = '20'") == [("deliver",)]
     finally:
         unpinged.dispose()
+
+
+def test_the_writer_s_postgres_connection_refused_is_sqlalchemy_s_error() -> None:
+    """The event-loop commit connects on its own; a database that is not there
+    answers as every other store fault does (a port nothing listens on)."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+        callback_token=TEST_TOKEN,
+    )
+    engine = create_db_engine(settings)
+    postgres = AsyncPostgresCommit(engine)
+    now = datetime.now(UTC)
+    with pytest.raises(OperationalError) as raised:
+        asyncio.run(postgres.commit([Submission([state("send", id_sms="30")], "poll", now)], now))
+    assert isinstance(raised.value.orig, psycopg.OperationalError)
+    engine.dispose()
