@@ -14,12 +14,14 @@ rest of the code leans on:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from app.config import Settings
 
@@ -87,13 +89,44 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+class WriteLockTaken(Exception):
+    """`write_transaction(wait=False)`: another connection holds SQLite's write lock."""
+
+
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that holds the database-wide write lock until it ends."""
+def write_transaction(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
+    """A transaction that holds the database-wide write lock until it ends.
+
+    On SQLite, `wait=False` raises `WriteLockTaken` at once instead of waiting
+    for another connection's lock (for a caller on the event loop, where that
+    wait would stall every request)."""
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
+        if sqlite:
             conn.execution_options(sqlite_immediate=True)
-        with conn.begin():
+        with _sqlite_busy_timeout(conn, 0) if sqlite and not wait else nullcontext():
+            transaction = conn.begin()  # SQLite: BEGIN IMMEDIATE takes the lock
+        with transaction:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield conn
+
+
+@contextmanager
+def _sqlite_busy_timeout(conn: Connection, milliseconds: int) -> Iterator[None]:
+    """SQLite's wait for a lock set to `milliseconds` for the block, then back;
+    a lock still taken at the end of it is `WriteLockTaken`. Set on the
+    driver's connection: through SQLAlchemy the PRAGMA would itself begin the
+    transaction (autobegin)."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    driver.execute(f"PRAGMA busy_timeout = {milliseconds}")
+    try:
+        yield
+    except OperationalError as exc:
+        busy = getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+        if busy:
+            raise WriteLockTaken(str(exc.orig)) from exc
+        raise
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")

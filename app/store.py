@@ -49,7 +49,7 @@ from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
+from app.db import WRITE_LOCK_KEY, WriteLockTaken, postgres_connect_kwargs, write_transaction
 from app.ingest import (
     DOCUMENT_COLUMNS,
     EVENT_COLUMNS,
@@ -103,6 +103,19 @@ def commit(engine: Engine, submissions: Sequence[Submission], now: datetime) -> 
             return _store_sqlite(conn, submissions, now)
 
 
+def commit_unless_locked(
+    engine: Engine, submissions: Sequence[Submission], now: datetime
+) -> list[Outcome] | None:
+    """SQLite: `commit`, if no other connection holds the write lock right now;
+    None at once if one does (nothing stored)."""
+    with _refused_as_data():
+        try:
+            with write_transaction(engine, wait=False) as conn:
+                return _store_sqlite(conn, submissions, now)
+        except WriteLockTaken:
+            return None
+
+
 def store_batch(
     conn: Connection, submissions: Sequence[Submission], now: datetime
 ) -> list[Outcome]:
@@ -152,9 +165,10 @@ LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
 # One index probe per id, whatever the planner knows. With `id_sms = ANY(ids)`
-# it chose a sequential scan of events while the table had never been analyzed
-# (it put 16 ids at 8% of the rows), and a prepared statement kept that plan as
-# the table grew: 4 ms of every commit at 30,000 rows, half the requests a
+# it chose a sequential scan of events on a table never analyzed (autovacuum is
+# off on some servers, this machine's among them): even planned for the real
+# parameters (see db.py), it put 16 ids at 8% of the rows. The scan grew with
+# the table, 4 ms of every commit at 30,000 rows, and halved the requests a
 # second under wrk. OFFSET 0 keeps the subquery from being flattened into a
 # join that the planner could again turn into a scan.
 def _probe_each_id(table: str, columns: Sequence[str]) -> str:

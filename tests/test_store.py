@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.config import Settings
-from app.db import create_db_engine, write_transaction
+from app.db import SQLITE_BUSY_TIMEOUT_MS, WriteLockTaken, create_db_engine, write_transaction
 from app.ingest import Submission
 from app.models import Document, Event, Message
 from app.protocol import IncomingState
@@ -23,6 +24,7 @@ from app.store import (
     AsyncPostgresCommit,
     DataRefused,
     commit,
+    commit_unless_locked,
     insert_rows,
     store_batch,
     store_states,
@@ -264,3 +266,29 @@ def test_the_loads_probe_the_index_on_a_table_never_analyzed(engine: Engine, loa
     finally:
         raw.close()
     assert "Seq Scan" not in json.dumps(plan), plan
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_commit_unless_locked_does_not_wait_for_another_writer(
+    engine: Engine, settings: Settings
+) -> None:
+    """The writer commits on the event loop only while SQLite's write lock is
+    free: when another connection holds it, it learns so at once (and waits on
+    its thread instead), and the connection keeps its usual busy timeout."""
+    now = datetime.now(UTC)
+    batch = [Submission([state("send", id_sms="40")], "callback", now, b"doc")]
+    other = create_db_engine(settings)
+    try:
+        with write_transaction(other):
+            started = time.monotonic()
+            assert commit_unless_locked(engine, batch, now) is None
+            assert time.monotonic() - started < 1.0  # the busy timeout is 30 s
+            with pytest.raises(WriteLockTaken), write_transaction(engine, wait=False):
+                pass
+    finally:
+        other.dispose()
+    with engine.connect() as conn:  # the pool's one connection, timeout restored
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
+    (outcome,) = commit_unless_locked(engine, batch, now) or []
+    assert outcome.acked_ids == ["40"]
+    assert rows(engine, "SELECT id_sms, status FROM events") == [("40", "send")]
