@@ -45,7 +45,7 @@ from operator import itemgetter
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam, text
+from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -371,28 +371,35 @@ def _arrays_of(names: Sequence[str], rows: Sequence[Values]) -> Row:
 
 # SQLite --------------------------------------------------------------------
 
-BATCH_IDS = "(SELECT value FROM json_each(:ids))"
-# Typed: SQLAlchemy turns the stored text back into datetimes and booleans.
-SQLITE_LOAD_MESSAGES = text(
+# Run on the driver's connection, like the writes: through SQLAlchemy (an
+# execution context and a result object per statement) the three reads cost
+# 10 of a 1-state document's 47 us (bench.store_cpu, 16 x 1).
+BATCH_IDS = "(SELECT value FROM json_each(?))"
+SQLITE_LOAD_MESSAGES = (
     f"SELECT id_sms, {', '.join(STORED)} FROM messages WHERE id_sms IN {BATCH_IDS}"  # noqa: S608
-).columns(MESSAGES.c.id_sms, *(MESSAGES.c[name] for name in STORED))
-SQLITE_LOAD_KEYS = text(
-    f"SELECT id_sms, status, time_raw FROM events WHERE id_sms IN {BATCH_IDS}"  # noqa: S608
 )
+SQLITE_LOAD_KEYS = f"SELECT id_sms, status, time_raw FROM events WHERE id_sms IN {BATCH_IDS}"  # noqa: S608
+SQLITE_MAX_DOCUMENT_ID = "SELECT coalesce(max(id), 0) FROM documents"
 
 
 def _store_sqlite(
     conn: Connection, submissions: Sequence[Submission], now: datetime
 ) -> list[Outcome]:
-    ids = {"ids": json.dumps(batch_ids(submissions))}
-    stored = {row[0]: stored_current(row[1:]) for row in conn.execute(SQLITE_LOAD_MESSAGES, ids)}
-    seen: set[Key] = {(row[0], row[1], row[2]) for row in conn.execute(SQLITE_LOAD_KEYS, ids)}
+    ids = (json.dumps(batch_ids(submissions)),)
+    # Typed as SQLAlchemy would: each column's result processor turns the
+    # stored text back into datetimes and booleans.
+    processors = _result_processors(conn.dialect)
+
+    def typed(values: Sequence[Any]) -> list[Any]:
+        return [v if p is None else p(v) for p, v in zip(processors, values, strict=True)]
+
+    stored = {
+        row[0]: stored_current(typed(row[1:]))
+        for row in _sqlite_execute(conn, SQLITE_LOAD_MESSAGES, ids)
+    }
+    seen: set[Key] = set(_sqlite_execute(conn, SQLITE_LOAD_KEYS, ids))
     wanted = documents_wanted(submissions)
-    first = (
-        (conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM documents").scalar() or 0) + 1
-        if wanted
-        else 0
-    )
+    first = _sqlite_execute(conn, SQLITE_MAX_DOCUMENT_ID)[0][0] + 1 if wanted else 0
     plan = plan_batch(stored, seen, submissions, now, iter(range(first, first + wanted)))
     for write in _table_writes(plan):
         if write.key is None:
@@ -483,15 +490,40 @@ def _sqlite_executemany(conn: Connection, sql: str, rows: Iterator[Values]) -> N
     sets up an execution context per statement: 3% of the instructions of a
     group commit of 32 x 100 states, 5% of one of 16 x 1 (callgrind). The rows
     stream from `zip`, which reuses its tuple once the driver lets go of it.
-    Errors stay SQLAlchemy's, as every caller expects (DataRefused, the
-    poller's and reconciliation's `except SQLAlchemyError`).
     """
+    with _sqlite_errors(conn, sql):
+        _sqlite_driver(conn).executemany(sql, rows)
+
+
+def _sqlite_execute(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """The rows of one query on the driver's own connection, in the caller's transaction."""
+    with _sqlite_errors(conn, sql):
+        return _sqlite_driver(conn).execute(sql, params).fetchall()
+
+
+def _sqlite_driver(conn: Connection) -> sqlite3.Connection:
     raw = conn.connection.driver_connection
     assert isinstance(raw, sqlite3.Connection)
+    return raw
+
+
+@contextmanager
+def _sqlite_errors(conn: Connection, sql: str) -> Iterator[None]:
+    """sqlite3's errors as SQLAlchemy's, as every caller expects (DataRefused,
+    the poller's and reconciliation's `except SQLAlchemyError`)."""
     try:
-        raw.executemany(sql, rows)
+        yield
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+
+
+@lru_cache(maxsize=8)
+def _result_processors(dialect: Dialect) -> list[Any]:
+    """The STORED columns' result processors (None: the value as SQLite gives it)."""
+    return [
+        MESSAGES.c[name].type.dialect_impl(dialect).result_processor(dialect, None)
+        for name in STORED
+    ]
 
 
 def _sqlite_rows(
