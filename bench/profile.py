@@ -28,6 +28,11 @@ IDLE = ("_queue_SimpleQueue_get", "epoll_pwait", "epoll_wait", "select (libc")
 # the cost of two threads sharing one interpreter.
 GIL_WAIT = ("pthread_cond_timedwait", "take_gil")
 
+# A commit's innermost frames are SQLite's or libc's own (sqlite3PagerCommit,
+# fdatasync), which would read as SQL: any commit frame in a stack makes it
+# the commit's.
+COMMIT = ("_commit_impl", "do_commit", "commit (psycopg/", "pysqlite_connection_commit")
+
 # Each sample goes to the first part whose marker appears in its stack, read
 # from the innermost frame outwards; order the markers from specific to broad.
 PARTS: list[tuple[str, tuple[str, ...]]] = [
@@ -36,7 +41,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("prometheus_client",)),
     ("parsing", ("app/protocol.py", "defusedxml", "xml/etree")),
     ("planning", ("app/ingest.py",)),
-    ("commit", ("_commit_impl", "do_commit", "commit (psycopg/", "pysqlite_connection_commit")),
+    ("commit", COMMIT),
     ("SQL", ("sqlalchemy", "psycopg", "sqlite3", "app/store.py")),
     ("writer hand-off", ("app/writer.py", "concurrent/futures", "threading.py", "queue.py")),
     ("HTTP and middleware", ("uvicorn", "starlette", "fastapi", "httptools", "h11", "app/api")),
@@ -101,6 +106,8 @@ def breakdown(raw: Path) -> dict[str, float]:
 def _part(frames: list[str]) -> str:
     if any(marker in frame for frame in frames[-3:] for marker in GIL_WAIT):
         return "GIL wait"
+    if any(marker in frame for frame in frames for marker in COMMIT):
+        return "commit"
     for frame in reversed(frames):
         for part, markers in PARTS:
             if any(marker in frame for marker in markers):
