@@ -124,8 +124,8 @@ def _sqlite_busy_timeout(conn: Connection, milliseconds: int) -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        busy = getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
-        if busy:
+        # The primary code: sqlite3 reports extended ones (SQLITE_BUSY_RECOVERY...).
+        if (getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY:
             raise WriteLockTaken(str(exc.orig)) from exc
         raise
     finally:
