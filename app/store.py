@@ -141,7 +141,7 @@ def _refused_as_data() -> Iterator[None]:
 @contextmanager
 def _sqlalchemy_errors() -> Iterator[None]:
     """psycopg's errors, which the PostgreSQL path meets on the driver's own
-    connection, as SQLAlchemy's (as `_sqlite_executemany` does for sqlite3's):
+    connection, as SQLAlchemy's (as `_sqlite_errors` does for sqlite3's):
     callers catch one kind, `except SQLAlchemyError`, on both databases."""
     try:
         yield
@@ -168,9 +168,9 @@ LOCK = "SELECT pg_advisory_xact_lock(%s)"
 # it chose a sequential scan of events on a table never analyzed (autovacuum is
 # off on some servers, this machine's among them): even planned for the real
 # parameters (see db.py), it put 16 ids at 8% of the rows. The scan grew with
-# the table, 4 ms of every commit at 30,000 rows, and halved the requests a
-# second under wrk. OFFSET 0 keeps the subquery from being flattened into a
-# join that the planner could again turn into a scan.
+# the table: 4 ms of every commit at 30,000 rows (bench/RESULTS.md, "Fourth
+# pass"). OFFSET 0 keeps the subquery from being flattened into a join that
+# the planner could again turn into a scan.
 def _probe_each_id(table: str, columns: Sequence[str]) -> str:
     return (
         f"SELECT found.* FROM unnest(%b::varchar[]) AS ids(id_sms) CROSS JOIN LATERAL"  # noqa: S608
