@@ -14,14 +14,12 @@ rest of the code leans on:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from app.config import Settings
 
@@ -35,7 +33,7 @@ READ_THREADS = 40  # anyio's default thread limit, which runs FastAPI's sync end
 def create_db_engine(settings: Settings, **kwargs: Any) -> Engine:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url.render_as_string(hide_password=False), **kwargs)
+        return sqlite_engine(url.render_as_string(hide_password=False), **kwargs)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     # In the URL rather than connect_args, so that the writer's own connection
@@ -65,7 +63,7 @@ def postgres_connect_kwargs(engine: Engine) -> dict[str, Any]:
     return dict(kwargs)
 
 
-def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
+def sqlite_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
     # pysqlite's own transaction handling emits a deferred BEGIN lazily, which
@@ -89,44 +87,13 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-class WriteLockTaken(Exception):
-    """`write_transaction(wait=False)`: another connection holds SQLite's write lock."""
-
-
 @contextmanager
-def write_transaction(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
-    """A transaction that holds the database-wide write lock until it ends.
-
-    On SQLite, `wait=False` raises `WriteLockTaken` at once instead of waiting
-    for another connection's lock (for a caller on the event loop, where that
-    wait would stall every request)."""
-    sqlite = engine.dialect.name == "sqlite"
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the database-wide write lock until it ends."""
     with engine.connect() as conn:
-        if sqlite:
+        if engine.dialect.name == "sqlite":
             conn.execution_options(sqlite_immediate=True)
-        with _sqlite_busy_timeout(conn, 0) if sqlite and not wait else nullcontext():
-            transaction = conn.begin()  # SQLite: BEGIN IMMEDIATE takes the lock
-        with transaction:
+        with conn.begin():  # SQLite: BEGIN IMMEDIATE takes the lock
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
             yield conn
-
-
-@contextmanager
-def _sqlite_busy_timeout(conn: Connection, milliseconds: int) -> Iterator[None]:
-    """SQLite's wait for a lock set to `milliseconds` for the block, then back;
-    a lock still taken at the end of it is `WriteLockTaken`. Set on the
-    driver's connection: through SQLAlchemy the PRAGMA would itself begin the
-    transaction (autobegin)."""
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, sqlite3.Connection)
-    driver.execute(f"PRAGMA busy_timeout = {milliseconds}")
-    try:
-        yield
-    except OperationalError as exc:
-        # The primary code: sqlite3 reports extended ones (SQLITE_BUSY_RECOVERY...).
-        if (getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY:
-            raise WriteLockTaken(str(exc.orig)) from exc
-        raise
-    finally:
-        driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")

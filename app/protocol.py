@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import NoReturn
+from operator import attrgetter
+from typing import Any, NoReturn
 from xml.etree.ElementTree import ParseError
 from xml.parsers import expat
 from xml.sax.saxutils import escape
@@ -77,6 +78,16 @@ class IncomingState:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.id_sms, self.status, self.time_raw)
+
+    def __reduce__(self) -> tuple[type[IncomingState], tuple[Any, ...]]:
+        # Pickled as its constructor's arguments (to SQLite's commit process):
+        # dataclasses' own pickling of a frozen slotted class calls fields()
+        # on every object, and it was a quarter of the server's CPU under wrk
+        # with 100-state documents.
+        return (IncomingState, _STATE_FIELDS(self))
+
+
+_STATE_FIELDS = attrgetter(*(field.name for field in fields(IncomingState)))
 
 
 @dataclass(frozen=True, slots=True)

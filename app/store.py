@@ -49,7 +49,7 @@ from sqlalchemy import Column, ColumnElement, Connection, Dialect, Engine, Table
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from app.db import WRITE_LOCK_KEY, WriteLockTaken, postgres_connect_kwargs, write_transaction
+from app.db import WRITE_LOCK_KEY, postgres_connect_kwargs, write_transaction
 from app.ingest import (
     DOCUMENT_COLUMNS,
     EVENT_COLUMNS,
@@ -103,19 +103,6 @@ def commit(engine: Engine, submissions: Sequence[Submission], now: datetime) -> 
             return _store_sqlite(conn, submissions, now)
 
 
-def commit_unless_locked(
-    engine: Engine, submissions: Sequence[Submission], now: datetime
-) -> list[Outcome] | None:
-    """SQLite: `commit`, if no other connection holds the write lock right now;
-    None at once if one does (nothing stored)."""
-    with _refused_as_data():
-        try:
-            with write_transaction(engine, wait=False) as conn:
-                return _store_sqlite(conn, submissions, now)
-        except WriteLockTaken:
-            return None
-
-
 def store_batch(
     conn: Connection, submissions: Sequence[Submission], now: datetime
 ) -> list[Outcome]:
@@ -135,7 +122,7 @@ def _refused_as_data() -> Iterator[None]:
         with _sqlalchemy_errors():
             yield
     except (DataError, IntegrityError) as exc:
-        raise DataRefused(_first_line(exc)) from exc
+        raise DataRefused(first_line(exc)) from exc
 
 
 @contextmanager
@@ -149,8 +136,9 @@ def _sqlalchemy_errors() -> Iterator[None]:
         raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
 
 
-def _first_line(exc: Exception) -> str:
-    # SQLAlchemy appends the statement and its parameters: never logged.
+def first_line(exc: Exception) -> str:
+    """The error's type and first line: SQLAlchemy appends the statement and its
+    parameters, which are never logged."""
     text = str(exc)
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
@@ -464,9 +452,12 @@ def _insert(conn: Connection, table: Table, names: Sequence[str], rows: Sequence
         with _sqlalchemy_errors():
             _driver(conn).execute(sql, _arrays_of(names, rows))
         return
-    placeholders = ", ".join("?" for _ in names)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608
-    _sqlite_executemany(conn, sql, _sqlite_rows(conn.dialect, table, names, rows, names))
+    # A column NULL in every row is left out: NULL is every column's default,
+    # and sqlite3 binds a None only after looking for an adapter for it.
+    given = [name for i, name in enumerate(names) if any(row[i] is not None for row in rows)]
+    placeholders = ", ".join("?" for _ in given)
+    sql = f"INSERT INTO {table.name} ({', '.join(given)}) VALUES ({placeholders})"  # noqa: S608
+    _sqlite_executemany(conn, sql, _sqlite_rows(conn.dialect, table, names, rows, given))
 
 
 def _update(

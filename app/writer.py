@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -31,6 +30,7 @@ from sqlalchemy import Engine
 from app import store
 from app.ingest import Outcome, Submission
 from app.metrics import COMMIT_SECONDS
+from app.sqlite_commit import SqliteCommitProcess
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ class StorageUnavailable(Exception):
 
 class Writer:
     def __init__(self, engine: Engine, *, max_batch_states: int, timeout: float) -> None:
-        self._engine = engine
         self._max_batch_states = max_batch_states
         self._timeout = timeout
         self._pending: list[tuple[Submission, asyncio.Future[Outcome]]] = []
@@ -49,12 +48,10 @@ class Writer:
         # deadline order): the watchdog only ever looks at the front.
         self._deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
         self._wakeup = asyncio.Event()
-        # PostgreSQL commits from the event loop; SQLite too, but for a wait on a lock
-        # that another connection holds, which blocks: that happens on a thread.
-        postgres = engine.dialect.name == "postgresql"
-        self._postgres = store.AsyncPostgresCommit(engine) if postgres else None
-        self._thread = (
-            None if postgres else ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._store: store.AsyncPostgresCommit | SqliteCommitProcess = (
+            store.AsyncPostgresCommit(engine)
+            if engine.dialect.name == "postgresql"
+            else SqliteCommitProcess(engine)
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._committing = False
@@ -73,10 +70,7 @@ class Writer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-        if self._postgres is not None:
-            await self._postgres.close()
+        await self._store.close()
 
     def commit_signal(self) -> asyncio.Event:
         """An event set by this process's next successful commit (the change
@@ -146,7 +140,9 @@ class Writer:
                 for single in batch:
                     await self._flush([single])
                 return
-            log.error("commit failed, %d requests answered 503: %s", len(batch), _describe(exc))
+            log.error(
+                "commit failed, %d requests answered 503: %s", len(batch), store.first_line(exc)
+            )
             for _, future in batch:
                 _resolve(future, exception=StorageUnavailable("the commit failed"))
             return
@@ -156,21 +152,7 @@ class Writer:
 
     async def _commit(self, submissions: list[Submission]) -> list[Outcome]:
         with COMMIT_SECONDS.time():
-            now = datetime.now(UTC)
-            if self._postgres is not None:
-                return await self._postgres.commit(submissions, now)
-            # SQLite on the event loop while the write lock is free. On the
-            # thread, each commit's ~1.2 ms of CPU waited for the GIL behind
-            # the busy loop (its switch interval is 5 ms): 4-7 ms a commit.
-            # A lock another connection holds is waited for on the thread,
-            # where the wait stalls no request.
-            outcomes = store.commit_unless_locked(self._engine, submissions, now)
-            if outcomes is None:
-                loop = asyncio.get_running_loop()
-                outcomes = await loop.run_in_executor(
-                    self._thread, store.commit, self._engine, submissions, now
-                )
-            return outcomes
+            return await self._store.commit(submissions, datetime.now(UTC))
 
 
 def _resolve(
@@ -186,8 +168,3 @@ def _resolve(
     else:
         assert result is not None
         future.set_result(result)
-
-
-def _describe(exc: Exception) -> str:
-    # The first line only: SQLAlchemy appends the statement and its parameters.
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

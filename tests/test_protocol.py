@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -10,6 +11,7 @@ import pytest
 from app.models import TIME_RAW_LENGTH
 from app.protocol import (
     DocumentError,
+    IncomingState,
     ack_document,
     error_document,
     parse_document,
@@ -266,3 +268,11 @@ def test_a_time_is_kept_whole_up_to_its_bound_and_past_it_the_state_is_skipped()
 )
 def test_a_time_without_a_utc_equivalent_is_unknown(raw: str, zone: str) -> None:
     assert parse_time(raw, ZoneInfo(zone)) is None
+
+
+def test_a_state_pickles_as_its_constructor_arguments() -> None:
+    """How a batch crosses to SQLite's commit process (app/sqlite_commit.py)."""
+    at = datetime(2024, 5, 1, 7, tzinfo=UTC)
+    states = [IncomingState("1", "deliver", "t", at, 2, "0.5"), IncomingState("2", "x", "", None)]
+    assert pickle.loads(pickle.dumps(states)) == states  # noqa: S301 (our own bytes)
+    assert states[0].__reduce__() == (IncomingState, ("1", "deliver", "t", at, 2, "0.5"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
@@ -14,7 +13,7 @@ from sqlalchemy import Engine, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.config import Settings
-from app.db import SQLITE_BUSY_TIMEOUT_MS, WriteLockTaken, create_db_engine, write_transaction
+from app.db import create_db_engine, write_transaction
 from app.ingest import Submission
 from app.models import Document, Event, Message
 from app.protocol import IncomingState
@@ -24,7 +23,6 @@ from app.store import (
     AsyncPostgresCommit,
     DataRefused,
     commit,
-    commit_unless_locked,
     insert_rows,
     store_batch,
     store_states,
@@ -114,6 +112,19 @@ def test_store_states_is_the_one_call_for_a_list_of_states(engine: Engine) -> No
     assert (again.stored, again.conflicts) == (1, 0)
     found = rows(engine, "SELECT status, final, source, num_parts, price FROM messages")
     assert found == [("deliver", True, "poll", 2, "1.5")]
+
+
+def test_a_value_given_by_only_some_states_of_a_batch_lands_on_theirs(engine: Engine) -> None:
+    """SQLite leaves a column NULL in every row out of its INSERT: a batch where
+    some states carry a price and parts and some do not keeps each as given."""
+    now = datetime.now(UTC)
+    bare = [IncomingState(str(n), "send", "", None) for n in range(3)]
+    priced = IncomingState("9", "deliver", "t", now, 2, "0.5")
+    commit(engine, [Submission(bare, "poll", now), Submission([priced], "poll", now)], now)
+    query = "SELECT id_sms, num_parts, price, status_at IS NULL FROM {} ORDER BY id_sms"
+    expected = [("0", None, None, True), ("1", None, None, True), ("2", None, None, True)]
+    for table in ("messages", "events"):
+        assert rows(engine, query.format(table)) == [*expected, ("9", 2, "0.5", False)]
 
 
 def test_times_at_the_ends_of_the_calendar_are_stored_and_read_back(engine: Engine) -> None:
@@ -266,29 +277,3 @@ def test_the_loads_probe_the_index_on_a_table_never_analyzed(engine: Engine, loa
     finally:
         raw.close()
     assert "Seq Scan" not in json.dumps(plan), plan
-
-
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_sqlite_commit_unless_locked_does_not_wait_for_another_writer(
-    engine: Engine, settings: Settings
-) -> None:
-    """The writer commits on the event loop only while SQLite's write lock is
-    free: when another connection holds it, it learns so at once (and waits on
-    its thread instead), and the connection keeps its usual busy timeout."""
-    now = datetime.now(UTC)
-    batch = [Submission([state("send", id_sms="40")], "callback", now, b"doc")]
-    other = create_db_engine(settings)
-    try:
-        with write_transaction(other):
-            started = time.monotonic()
-            assert commit_unless_locked(engine, batch, now) is None
-            assert time.monotonic() - started < 1.0  # the busy timeout is 30 s
-            with pytest.raises(WriteLockTaken), write_transaction(engine, wait=False):
-                pass
-    finally:
-        other.dispose()
-    with engine.connect() as conn:  # the pool's one connection, timeout restored
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
-    (outcome,) = commit_unless_locked(engine, batch, now) or []
-    assert outcome.acked_ids == ["40"]
-    assert rows(engine, "SELECT id_sms, status FROM events") == [("40", "send")]
