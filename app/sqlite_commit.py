@@ -31,6 +31,7 @@ are our own code, and nothing else can reach the socket pair.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import signal
 import socket
@@ -79,7 +80,7 @@ class SqliteCommitProcess:
             kind, value = await _receive_async(self._reader)
         except (OSError, asyncio.IncompleteReadError) as exc:
             code = await self._reap()
-            raise CommitFailed(f"the commit process ended (exit code {code})") from exc
+            raise CommitFailed(f"no answer from the commit process (exit code {code})") from exc
         except BaseException:
             # Cancelled between a question and its answer: the stream is out
             # of step, so this child is done with.
@@ -92,13 +93,17 @@ class SqliteCommitProcess:
     async def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
         try:
+            # The server's own module path, and not the working directory
+            # (-P): the child imports the very code the server runs.
             self._child = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
                 __name__,
                 str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
             )
         except BaseException:
             ours.close()

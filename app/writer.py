@@ -4,13 +4,14 @@ A commit costs far more than the rows in it (an fsync, and ~0.4 ms of client
 work through SQLAlchemy), so one transaction per request caps the service at a
 few thousand requests a second. Instead each request hands its states to the
 process's single writer and waits; the writer takes everything that queued up
-while the previous transaction ran, stores it in one transaction (from the
-event loop: PostgreSQL's waits through `store.AsyncPostgresCommit`, SQLite's
-calls directly while its write lock is free, on the writer's thread while
-another connection holds it), and only after the commit answers each waiting
-request. A request is therefore never acknowledged before the commit that
-holds its states, and when a commit fails every request in it gets
-`StorageUnavailable` (503, no id acknowledged).
+while the previous transaction ran, stores it in one transaction, and only
+after the commit answers each waiting request. It awaits each commit from the
+event loop, which serves other requests meanwhile: PostgreSQL's through
+`store.AsyncPostgresCommit`, SQLite's in a child process
+(`sqlite_commit.SqliteCommitProcess`), both by `store`'s one path. A request
+is therefore never acknowledged before the commit that holds its states, and
+when a commit fails every request in it gets `StorageUnavailable` (503, no id
+acknowledged).
 
 A request that waits longer than `timeout` is answered 503 too (its states may
 still be committed later: the provider's retry is then a duplicate). One

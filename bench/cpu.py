@@ -3,8 +3,9 @@
     python -m bench.cpu --database sqlite --states 1 --requests 3000
 
 Drives the app through ASGI directly (no uvicorn, no sockets), 32 requests in
-flight as wrk keeps 32 connections, and reports the process's CPU time (user +
-system, every thread: the event loop and the writer) per request, for the bare
+flight as wrk keeps 32 connections, and reports the CPU time (user + system,
+every thread of the process and of its children: SQLite commits in a child
+process of its own) per request, for the bare
 FastAPI floor (`bench.floor_app`) and for the service, interleaved run by run
 so that a change in the machine's load falls on both. It leaves out what
 uvicorn and the sockets cost, which the floor and the service share, so the
@@ -20,10 +21,11 @@ import itertools
 import os
 import statistics
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.floor_app import create_floor_app
 from bench.run import PATH, TOKEN, fresh_database
@@ -81,9 +83,9 @@ async def call(app: ASGIApp, body: bytes) -> int:
 async def drive(
     app: ASGIApp, ids: itertools.count[int], states: int, requests: int
 ) -> tuple[float, float]:
-    """`requests` callbacks, CONCURRENCY at a time: the process's CPU seconds
-    per request, and the event loop thread's share of that CPU (the rest is
-    the writer thread's)."""
+    """`requests` callbacks, CONCURRENCY at a time: the CPU seconds per request
+    of this process and its children, and the event loop thread's share of
+    them (the rest: other threads, and SQLite's commit process)."""
     remaining = requests
 
     async def client() -> None:
@@ -94,11 +96,17 @@ async def drive(
             if status != 200:
                 raise SystemExit(f"answer {status}")
 
-    started, loop_started = time.process_time(), thread_cpu(threading.get_native_id())
+    started, loop_started = tree_cpu(), thread_cpu(threading.get_native_id())
     await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
-    elapsed = time.process_time() - started
+    elapsed = tree_cpu() - started
     loop = thread_cpu(threading.get_native_id()) - loop_started
     return elapsed / requests, loop / elapsed
+
+
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of this process and its running children."""
+    me = psutil.Process()
+    return sum(sum(process.cpu_times()[:2]) for process in [me, *me.children(recursive=True)])
 
 
 def thread_cpu(native_id: int) -> float:

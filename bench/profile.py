@@ -3,11 +3,14 @@
     python -m bench.profile --database sqlite --states 1 --access-log off
 
 Starts `targetsms-receiver serve` (1 worker) on a fresh database, drives it
-with wrk (bench/callbacks.lua) and records it with `py-spy record --native`
-(every thread, idle samples left out), then prints the share of samples in
-each part of a request: HTTP and middleware, parsing, planning, SQL, commit,
-logging, metrics, and the hand-off between the event loop and the writer
-thread. Needs py-spy (`pip install py-spy`) and root (ptrace).
+with wrk (bench/callbacks.lua) and records it with `py-spy record --native
+--subprocesses` (every thread of the server and of SQLite's commit process,
+idle samples left out), then prints the share of samples in each part of a
+request: HTTP and middleware, parsing, planning, SQL, commit, logging,
+metrics, and the hand-off between the event loop and the writer (with
+SQLite: the pickles and the socket to the commit process), and the commit
+process's share of all samples. Needs py-spy (`pip install py-spy`) and root
+(ptrace).
 """
 
 from __future__ import annotations
@@ -43,7 +46,17 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("planning", ("app/ingest.py",)),
     ("commit", COMMIT),
     ("SQL", ("sqlalchemy", "psycopg", "sqlite3", "app/store.py")),
-    ("writer hand-off", ("app/writer.py", "concurrent/futures", "threading.py", "queue.py")),
+    (
+        "writer hand-off",
+        (
+            "app/writer.py",
+            "app/sqlite_commit.py",
+            "_pickle",
+            "concurrent/futures",
+            "threading.py",
+            "queue.py",
+        ),
+    ),
     ("HTTP and middleware", ("uvicorn", "starlette", "fastapi", "httptools", "h11", "app/api")),
     ("event loop", ("asyncio", "uvloop")),
 ]
@@ -74,7 +87,8 @@ def main() -> None:
             raw = args.out / f"profile-{tag}.txt"
             with open(args.out / f"py-spy-{tag}.log", "w") as errors:
                 record = subprocess.Popen(
-                    [spy, "record", "--native", "--format", "raw", "-d", str(args.seconds - 2),
+                    [spy, "record", "--native", "--subprocesses", "--format", "raw",
+                     "-d", str(args.seconds - 2),
                      "-o", str(raw), "--pid", str(server.process.pid)],
                     stdout=subprocess.DEVNULL, stderr=errors,
                 )  # fmt: skip
@@ -87,20 +101,27 @@ def main() -> None:
 
 
 def show(raw: Path) -> None:
-    for part, share in breakdown(raw).items():
+    parts, child = breakdown(raw)
+    for part, share in parts.items():
         print(f"  {part:22s} {share:5.1%}")
+    print(f"  of which in SQLite's commit process: {child:.1%}")
 
 
-def breakdown(raw: Path) -> dict[str, float]:
-    """Each part's share of the samples in py-spy's collapsed stacks."""
+def breakdown(raw: Path) -> tuple[dict[str, float], float]:
+    """Each part's share of the samples in py-spy's collapsed stacks, and the
+    share of SQLite's commit process (its stacks start with two "process"
+    frames: the server's, then its own)."""
     counts: collections.Counter[str] = collections.Counter()
+    child = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         if stack and count.isdigit() and not any(m in f for f in frames[-4:] for m in IDLE):
             counts[_part(frames)] += int(count)
+            child += int(count) if frames[1:2] and frames[1].startswith("process ") else 0
     total = sum(counts.values()) or 1
-    return {part: counts[part] / total for part, _ in [*PARTS, ("other", ())] if counts[part]}
+    parts = [*PARTS, ("other", ())]
+    return {part: counts[part] / total for part, _ in parts if counts[part]}, child / total
 
 
 def _part(frames: list[str]) -> str:

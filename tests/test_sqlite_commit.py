@@ -137,3 +137,20 @@ def test_the_process_ends_with_a_server_killed_alone(settings: Settings, tmp_pat
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group, if any is left of it
             server.kill()
+
+
+@SQLITE
+def test_the_process_runs_the_servers_code_whatever_its_working_directory(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package named `app` in the working directory (another checkout, say)
+    is not what the commit process imports: it runs the server's own code."""
+    decoy = tmp_path / "decoy" / "app"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text('raise SystemExit("the decoy was imported")\n')
+    monkeypatch.chdir(decoy.parent)
+
+    async def scenario(writer: Writer) -> None:
+        assert (await writer.submit(submission("1", b"a"))).acked_ids == ["1"]
+
+    with_writer(engine, scenario)
