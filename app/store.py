@@ -29,7 +29,8 @@ columns and the (id_sms, status, time) keys already seen), lets
   ids are drawn under the write lock (max + 1) rather than returned by an
   INSERT ... RETURNING per batch. The batch's ids travel as one JSON
   array (`json_each`): an expanding `IN` of 3,200 parameters cost 12% of a
-  group commit in SQLAlchemy's compiler alone.
+  group commit in SQLAlchemy's compiler alone. The writer's commits run in a
+  process of their own (`sqlite_commit`), off the event loop's core.
 """
 
 from __future__ import annotations
@@ -452,8 +453,10 @@ def _insert(conn: Connection, table: Table, names: Sequence[str], rows: Sequence
         with _sqlalchemy_errors():
             _driver(conn).execute(sql, _arrays_of(names, rows))
         return
-    # A column NULL in every row is left out: NULL is every column's default,
-    # and sqlite3 binds a None only after looking for an adapter for it.
+    # A column NULL in every row is left out: sqlite3 binds a None only after
+    # looking for an adapter for it, a fifth of a 32 x 100 commit's CPU. Left
+    # out, it is NULL all the same: no column the store writes has a default
+    # (a test checks the migrated schema).
     given = [name for i, name in enumerate(names) if any(row[i] is not None for row in rows)]
     placeholders = ", ".join("?" for _ in given)
     sql = f"INSERT INTO {table.name} ({', '.join(given)}) VALUES ({placeholders})"  # noqa: S608

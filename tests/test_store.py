@@ -9,12 +9,12 @@ from typing import cast
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, Table, insert, select, update
+from sqlalchemy import Engine, Table, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.config import Settings
 from app.db import create_db_engine, write_transaction
-from app.ingest import Submission
+from app.ingest import DOCUMENT_COLUMNS, EVENT_COLUMNS, NEW_MESSAGE_COLUMNS, Submission
 from app.models import Document, Event, Message
 from app.protocol import IncomingState
 from app.store import (
@@ -125,6 +125,20 @@ def test_a_value_given_by_only_some_states_of_a_batch_lands_on_theirs(engine: En
     expected = [("0", None, None, True), ("1", None, None, True), ("2", None, None, True)]
     for table in ("messages", "events"):
         assert rows(engine, query.format(table)) == [*expected, ("9", 2, "0.5", False)]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_no_column_the_store_inserts_has_a_default(engine: Engine) -> None:
+    """Why leaving an all-NULL column out of SQLite's INSERT stores NULL."""
+    inserted = {
+        "documents": DOCUMENT_COLUMNS,
+        "events": EVENT_COLUMNS,
+        "messages": NEW_MESSAGE_COLUMNS,
+    }
+    schema = inspect(engine)
+    for table, names in inserted.items():
+        defaults = {c["name"]: c["default"] for c in schema.get_columns(table)}
+        assert {name: defaults[name] for name in names} == dict.fromkeys(names), table
 
 
 def test_times_at_the_ends_of_the_calendar_are_stored_and_read_back(engine: Engine) -> None:
