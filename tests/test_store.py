@@ -127,6 +127,20 @@ def test_a_value_given_by_only_some_states_of_a_batch_lands_on_theirs(engine: En
         assert rows(engine, query.format(table)) == [*expected, ("9", 2, "0.5", False)]
 
 
+def test_a_batch_of_any_size_is_stored_whole_and_in_order(engine: Engine) -> None:
+    """SQLite inserts up to 256 rows a statement, in chunks of powers of two:
+    300 states (256 + 32 + 8 + 4) and one of 1 all land, in the order sent."""
+    now = datetime.now(UTC)
+    ids = [str(5000 - n) for n in range(300)]  # not in sorted order
+    big = Submission([state("send", id_sms=i) for i in ids], "callback", now, b"big")
+    one = Submission([state("send", id_sms="7")], "callback", now, b"one")
+    commit(engine, [big, one], now)
+    stored = [row[0] for row in rows(engine, "SELECT id_sms FROM events ORDER BY id")]
+    assert stored == [*ids, "7"]
+    assert rows(engine, "SELECT count(*) FROM messages") == [(301,)]
+    assert rows(engine, "SELECT count(*) FROM documents") == [(2,)]
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_no_column_the_store_inserts_has_a_default(engine: Engine) -> None:
     """Why leaving an all-NULL column out of SQLite's INSERT stores NULL."""
