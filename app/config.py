@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_states_per_document: int = Field(default=10_000, gt=0)
     raw_retention_days: int = Field(default=30, ge=1)
-    write_batch_max_states: int = Field(default=5_000, gt=0)
+    # Half of 32 connections' 100-state documents: with SQLite's commits in a
+    # process of their own, the server parses the next batch while the child
+    # commits this one (one batch of every waiting document left them taking
+    # turns: 526-556 against 616-714 req/s, bench/RESULTS.md "Fifth pass").
+    write_batch_max_states: int = Field(default=1_600, gt=0)
     write_timeout_seconds: float = Field(default=10.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
     db_pool_size: int = Field(default=10, gt=0)
