@@ -51,11 +51,12 @@ from app.gc_tuning import freeze_startup_objects
 from app.ingest import Outcome, Submission
 
 LENGTH = struct.Struct("!I")
-EXIT_WAIT_SECONDS = 10  # at close: a commit under way may take this long
+EXIT_WAIT_SECONDS = 10  # at close, for the child to exit before it is killed
 
 
 class CommitFailed(SQLAlchemyError):
-    """The child could not commit the batch (its message says why), or died."""
+    """The child could not commit the batch (its message says why), or died.
+    A SQLAlchemyError, like every fault `store.commit` raises."""
 
 
 class SqliteCommitProcess:
@@ -114,12 +115,17 @@ class SqliteCommitProcess:
         # The URL travels here, not in the command line that `ps` shows.
         self._writer.write(_frame(self._url))
 
-    def _abandon(self) -> asyncio.subprocess.Process | None:
-        """Forget the child (the next batch spawns another); killed if still running."""
+    def _forget(self) -> asyncio.subprocess.Process | None:
+        """Close our end of the socket and forget the child (the next batch
+        spawns another); the child, for the caller to end."""
         child, writer = self._child, self._writer
         self._child = self._reader = self._writer = None
         if writer is not None:
             writer.close()
+        return child
+
+    def _abandon(self) -> asyncio.subprocess.Process | None:
+        child = self._forget()
         if child is not None and child.returncode is None:
             child.kill()
         return child
@@ -129,11 +135,8 @@ class SqliteCommitProcess:
         return None if child is None else await child.wait()
 
     async def close(self) -> None:
-        """Let the child finish and exit (it does once its socket closes)."""
-        child, writer = self._child, self._writer
-        self._child = self._reader = self._writer = None
-        if writer is not None:
-            writer.close()
+        """Let the child exit, as it does once its socket closes."""
+        child = self._forget()
         if child is not None:
             try:
                 await asyncio.wait_for(child.wait(), EXIT_WAIT_SECONDS)

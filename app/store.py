@@ -462,13 +462,13 @@ def _insert(conn: Connection, table: Table, names: Sequence[str], rows: Sequence
     # (a test checks the migrated schema).
     given = [name for i, name in enumerate(names) if any(row[i] is not None for row in rows)]
     values = _sqlite_rows(conn.dialect, table, names, rows, given)
-    left = len(rows)
-    with _sqlite_errors(conn, table.name):
-        driver = _sqlite_driver(conn)
-        for size in ROWS_PER_INSERT:
-            for _ in range(left // size):
-                sql = _sqlite_insert_sql(table.name, tuple(given), size)
-                driver.execute(sql, list(chain.from_iterable(islice(values, size))))
+    driver, left = _sqlite_driver(conn), len(rows)
+    for size in ROWS_PER_INSERT:
+        if left >= size:
+            sql = _sqlite_insert_sql(table.name, tuple(given), size)
+            with _sqlite_errors(conn, sql):
+                for _ in range(left // size):
+                    driver.execute(sql, list(chain.from_iterable(islice(values, size))))
             left %= size
 
 
