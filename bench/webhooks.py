@@ -299,12 +299,13 @@ def render(
     args: argparse.Namespace, lag: dict[str, float], floors: list[float], rates: list[float]
 ) -> str:
     floor, rate = statistics.median(floors), statistics.median(rates)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    averages = os.getloadavg()
+    load = " ".join(f"{x:.2f}" for x in averages)
     # Said only when true: a quiet run's figures are the ones to read.
     busy = (
         " The machine was busier than its cores during the run (load average above"
         " the core count): the figures are noisy and pessimistic."
-        if os.getloadavg()[0] > (os.cpu_count() or 1)
+        if averages[0] > (os.cpu_count() or 1)
         else ""
     )
     ok = {True: "yes", False: "NO"}

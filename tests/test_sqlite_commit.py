@@ -131,9 +131,7 @@ def test_the_process_ends_with_a_server_killed_alone(settings: Settings, tmp_pat
         (child,) = commit_processes(server.process.pid)
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
-        started = time.monotonic()
-        child.wait(10)
-        assert time.monotonic() - started < 10
+        child.wait(10)  # raises if it is still running by then
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group, if any is left of it
             server.kill()
