@@ -45,7 +45,12 @@ def create_db_engine(settings: Settings, **kwargs: Any) -> Engine:
             # keep a generic plan chosen while the tables were nearly empty: a
             # sequential scan for `id_sms = ANY(:ids)`, which turned a 0.1 s group
             # commit into 4 s once the tables grew. Plan for the real parameters.
-            "options": "-c plan_cache_mode=force_custom_plan",
+            # And no JIT: on tables never analyzed the planner guessed 297 events
+            # per id_sms, costed the group commit's key load at 1.5 million, and
+            # compiled it with LLVM on every commit: 48% of the PostgreSQL
+            # backend's time at 100-state documents (bench/RESULTS.md, "Sixth
+            # pass"). Every statement here is short; none repays a compile.
+            "options": "-c plan_cache_mode=force_custom_plan -c jit=off",
         }
     )
     kwargs.setdefault("pool_pre_ping", True)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, Table, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.config import Settings
-from app.db import create_db_engine, write_transaction
+from app.db import create_db_engine, postgres_connect_kwargs, write_transaction
 from app.ingest import DOCUMENT_COLUMNS, EVENT_COLUMNS, NEW_MESSAGE_COLUMNS, Submission
 from app.models import Document, Event, Message
 from app.protocol import IncomingState
@@ -305,3 +305,34 @@ def test_the_loads_probe_the_index_on_a_table_never_analyzed(engine: Engine, loa
     finally:
         raw.close()
     assert "Seq Scan" not in json.dumps(plan), plan
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_no_statement_is_jit_compiled(settings: Settings, engine: Engine) -> None:
+    """On a table never analyzed the planner guesses many events per id_sms and
+    costs a full group commit's key load past `jit_above_cost`: PostgreSQL then
+    compiled it with LLVM on every commit, half the backend's time. Neither the
+    engine's connections nor the writer's own may use JIT."""
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO events (id_sms, status, time_raw, source, conflict, received_at)"
+            " SELECT g::text, 'deliver', '2024', 'callback', false, now()"
+            " FROM generate_series(1, 30000) AS g"
+        )
+    ids = [f"new{n}" for n in range(settings.write_batch_max_states)]
+    explain = "EXPLAIN (FORMAT JSON, COSTS) " + LOAD_KEYS
+    with psycopg.connect(**postgres_connect_kwargs(engine)) as writers:
+        assert writers.execute("SHOW jit").fetchone() == ("off",)
+        plan = writers.execute(explain, (ids,)).fetchone()[0][0]
+    # What made it matter: a cost past the threshold at which JIT would compile.
+    assert plan["Plan"]["Total Cost"] > 100_000, plan
+    assert "JIT" not in plan, plan
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        assert driver.execute("SHOW jit").fetchone() == ("off",)
+    finally:
+        raw.close()
