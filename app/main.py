@@ -44,13 +44,13 @@ def create_app(settings: Settings) -> FastAPI:
         bodies = BodiesInFlight(
             settings.max_bodies_in_flight_bytes, settings.body_read_timeout_seconds
         )
-        runtime = Runtime(settings, engine, writer, token, Health(engine), bodies)
+        # Outbound webhooks: delivered from here unless WEBHOOK_DELIVERY=false.
+        deliverer = Deliverer(settings, engine, wake=writer.commit_signal)
+        runtime = Runtime(settings, engine, writer, token, Health(engine), bodies, deliverer)
         app.state.runtime = runtime
         app.state.ui = ui_state(settings, engine)  # the dashboard's caches
         unwatch = watch_signals(runtime.health, settings.shutdown_delay_seconds)
         purger = asyncio.create_task(purge_periodically(engine, settings.raw_retention_days))
-        # Outbound webhooks: delivered from here unless WEBHOOK_DELIVERY=false.
-        deliverer = Deliverer(settings, engine, wake=writer.commit_signal)
         delivering = asyncio.create_task(deliverer.run()) if settings.webhook_delivery else None
         # What start-up built lives as long as the process;
         # frozen, the collector stops walking it on every collection.

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from app.api.body import BodiesInFlight
 from app.config import Settings
 from app.health import Health
+from app.webhooks.delivery import Deliverer
 from app.writer import Writer
 
 
@@ -21,6 +22,7 @@ class Runtime:
     callback_token: str
     health: Health
     bodies: BodiesInFlight  # request bodies being read: their memory and deadlines
+    deliverer: Deliverer  # outbound webhooks (running unless WEBHOOK_DELIVERY=false)
 
 
 async def get_runtime(connection: HTTPConnection) -> Runtime:

@@ -4,6 +4,7 @@ filters, retries, 410, timeouts, rotation, replay. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -18,14 +19,17 @@ from tests.webhook_helpers import Receiver, wait_until, webhook_settings
 WEBHOOKS = "/api/v1/admin/webhooks"
 
 
-@pytest.fixture
-def hook_settings(settings: Settings) -> Settings:
-    return webhook_settings(settings)
-
-
-@pytest.fixture
-def live(hook_settings: Settings) -> Iterator[httpx.Client]:
+@contextmanager
+def served(settings: Settings, **overrides: Any) -> Iterator[httpx.Client]:
+    """The service, with webhook settings and `overrides`, and a client of it."""
+    hook_settings = webhook_settings(settings, **overrides)
     with LiveServer(hook_settings) as server, httpx.Client(base_url=server.url) as http:
+        yield http
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[httpx.Client]:
+    with served(settings) as http:
         yield http
 
 
@@ -154,10 +158,8 @@ def test_a_503_is_retried_with_the_same_webhook_id(live: httpx.Client) -> None:
 
 
 def test_a_receiver_that_hangs_past_the_timeout_is_retried(settings: Settings) -> None:
-    hook_settings = webhook_settings(settings, webhook_timeout_seconds=0.5)
     with (
-        LiveServer(hook_settings) as server,
-        httpx.Client(base_url=server.url) as live,
+        served(settings, webhook_timeout_seconds=0.5) as live,
         Receiver(lambda n: (200, 1.5) if n == 0 else (200, 0.0)) as receiver,
     ):
         created = subscribe(live, receiver.url)
@@ -187,10 +189,8 @@ def test_410_disables_and_resuming_sends_the_same_batch(live: httpx.Client) -> N
 
 
 def test_retries_run_out_then_resume_skips_nothing(settings: Settings) -> None:
-    hook_settings = webhook_settings(settings, webhook_max_retry_hours=0.5 / 3600)
     with (
-        LiveServer(hook_settings) as server,
-        httpx.Client(base_url=server.url) as live,
+        served(settings, webhook_max_retry_hours=0.5 / 3600) as live,
         Receiver(lambda n: (500, 0.0)) as receiver,
     ):
         created = subscribe(live, receiver.url)
@@ -225,12 +225,7 @@ def test_rotation_signs_with_both_secrets_during_the_overlap(live: httpx.Client)
 
 
 def test_rotation_without_overlap_signs_with_the_new_secret_only(settings: Settings) -> None:
-    hook_settings = webhook_settings(settings, webhook_secret_overlap_hours=0)
-    with (
-        LiveServer(hook_settings) as server,
-        httpx.Client(base_url=server.url) as live,
-        Receiver() as receiver,
-    ):
+    with served(settings, webhook_secret_overlap_hours=0) as live, Receiver() as receiver:
         created = subscribe(live, receiver.url)
         rotated = live.post(f"{WEBHOOKS}/{created['id']}/rotate-secret", headers=ADMIN).json()
         push(live, *states(1))
@@ -275,3 +270,18 @@ def test_replay_redelivers_from_the_chosen_point(live: httpx.Client) -> None:
         ]:
             response = live.post(url, json=body, headers=ADMIN)
             assert response.status_code == 422 and response.json()["error"] == code, body
+
+
+def test_a_new_or_rewound_subscription_is_served_at_once_not_at_the_next_poll(
+    settings: Settings,
+) -> None:
+    """Created or replayed through the API, a subscription is picked up at once:
+    the first change after it arrives without waiting for the poll (30 s here)."""
+    with served(settings, webhook_poll_interval_seconds=30) as live, Receiver() as receiver:
+        created = subscribe(live, receiver.url)
+        push(live, *states(3))
+        wait_until(lambda: len(receiver.received_cursors()) == 3, timeout=10)
+        url = f"{WEBHOOKS}/{created['id']}/replay"
+        assert live.post(url, json={"after": feed(live)[0]["cursor"]}, headers=ADMIN).is_success
+        wait_until(lambda: len(receiver.received_cursors()) == 5, timeout=10)
+        assert receiver.received_cursors()[3:] == [item["cursor"] for item in feed(live)[1:]]

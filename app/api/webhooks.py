@@ -171,6 +171,7 @@ async def create_webhook(body: SubscriptionIn, runtime: RuntimeDep) -> dict[str,
         final_only=body.final_only,
         description=body.description,
     )
+    runtime.deliverer.kick()
     return _with_secret(created)
 
 
@@ -211,6 +212,7 @@ async def patch_webhook(
     if "url" in fields:
         await _checked(fields["url"], runtime)
     changed: dict[str, Any] = await _call(subscriptions.change, runtime.engine, webhook_id, fields)
+    runtime.deliverer.kick()
     return changed
 
 
@@ -253,6 +255,7 @@ async def replay_webhook(
         )
     except subscriptions.CursorAhead:
         raise ApiError(422, "cursor_ahead", "The cursor is beyond the newest change.") from None
+    runtime.deliverer.kick()
     return replayed
 
 

@@ -69,6 +69,7 @@ async def replay(view: Admin, form: CheckedForm, webhook_id: int = WebhookId) ->
         return await _page(view, error=N_("No such subscription."), status=404)
     except subscriptions.CursorAhead:
         return await _page(view, error=N_("The cursor is beyond the newest change."), status=422)
+    view.runtime.deliverer.kick()
     return await _page(view, done=N_("Rewound: everything after that point is sent again."))
 
 
@@ -98,6 +99,7 @@ async def _act(
         await run_in_threadpool(action, view.runtime.engine, webhook_id, fields)
     except subscriptions.NotFound:
         return await _page(view, error=N_("No such subscription."), status=404)
+    view.runtime.deliverer.kick()
     return await _page(view, done=done)
 
 
