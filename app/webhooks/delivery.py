@@ -170,7 +170,7 @@ class Deliverer:
         READ_AHEAD_CHANGES (`outbox.read_ahead`): recording each delivery then
         yields the next batch from them without reading the subscription or the
         feed again. Sending, recording and reading one after the other, a backlog
-        went out at 26-28% of the rate at which one client reads the feed
+        went out at 23-27% of the rate at which one client reads the feed
         (bench/RESULTS.md, "Webhooks"). Each batch still waits for the previous
         one's 2xx and recorded cursor."""
         engine, owner, settings = self.engine, self.owner, self.settings
