@@ -3,10 +3,10 @@
 A commit costs far more than the rows in it (an fsync, round trips), so one
 transaction per request caps the service at a few thousand requests a second:
 the database floor, which commits each document alone, stored 1,600 a second
-on PostgreSQL and 4,900 on SQLite (bench/RESULTS.md). Instead each request hands its states to the
-process's single writer and waits; the writer takes everything that queued up
-while the previous transaction ran, stores it in one transaction, and only
-after the commit answers each waiting request. It awaits each commit from the
+on PostgreSQL and 4,900 on SQLite (bench/RESULTS.md). Instead each request
+hands its states to the process's single writer and waits; the writer takes
+everything that queued up while the previous transaction ran, stores it in
+one transaction, and only after the commit answers each waiting request. It awaits each commit from the
 event loop, which serves other requests meanwhile: PostgreSQL's through
 `store.AsyncPostgresCommit`, SQLite's in a child process
 (`sqlite_commit.SqliteCommitProcess`), both by `store`'s one path. A request
