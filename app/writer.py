@@ -6,13 +6,13 @@ the database floor, which commits each document alone, stored 1,600 a second
 on PostgreSQL and 4,900 on SQLite (bench/RESULTS.md). Instead each request
 hands its states to the process's single writer and waits; the writer takes
 everything that queued up while the previous transaction ran, stores it in
-one transaction, and only after the commit answers each waiting request. It awaits each commit from the
-event loop, which serves other requests meanwhile: PostgreSQL's through
-`store.AsyncPostgresCommit`, SQLite's in a child process
-(`sqlite_commit.SqliteCommitProcess`), both by `store`'s one path. A request
-is therefore never acknowledged before the commit that holds its states, and
-when a commit fails every request in it gets `StorageUnavailable` (503, no id
-acknowledged).
+one transaction, and only after the commit answers each waiting request. It
+awaits each commit from the event loop, which serves other requests
+meanwhile: PostgreSQL's through `store.AsyncPostgresCommit`, SQLite's in a
+child process (`sqlite_commit.SqliteCommitProcess`), both by `store`'s one
+path. A request is therefore never acknowledged before the commit that holds
+its states, and when a commit fails every request in it gets
+`StorageUnavailable` (503, no id acknowledged).
 
 A request that waits longer than `timeout` is answered 503 too (its states may
 still be committed later: the provider's retry is then a duplicate). One
