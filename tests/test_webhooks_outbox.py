@@ -58,7 +58,7 @@ def test_batches_read_ahead_are_those_next_batch_reads(
         delivered, sub = outbox.record(engine, batch, DELIVERED, OWNER, settings)
         assert delivered and sub is not None
         expected = outbox.next_batch(engine, subscription_id, OWNER, settings)
-        following, ahead = outbox.batch_after(sub, ahead, OWNER, settings)
+        following, ahead = outbox.batch_after(sub, ahead, settings)
         if following is not None:
             from_ahead += 1
             assert following == expected
@@ -76,7 +76,7 @@ def test_nothing_is_taken_from_ahead_once_the_subscription_changed(
 ) -> None:
     """A filter change or a replay while a batch is sent makes a new epoch: what
     was read ahead under the old one is dropped, and the next batch follows the
-    new state."""
+    new state. A pause drops it too."""
     settings = settings.model_copy(update={"webhook_batch_size": 100})
     backlog(engine, settings, 500)
     subscription_id = leased_from_the_start(engine, settings)
@@ -86,7 +86,7 @@ def test_nothing_is_taken_from_ahead_once_the_subscription_changed(
     subscriptions.change(engine, subscription_id, {"statuses": ["send"]})
     delivered, sub = outbox.record(engine, batch, DELIVERED, OWNER, settings)
     assert delivered
-    assert outbox.batch_after(sub, ahead, OWNER, settings) == (None, None)
+    assert outbox.batch_after(sub, ahead, settings) == (None, None)
     following = outbox.next_batch(engine, subscription_id, OWNER, settings)
     assert following is not None
     assert following.after == batch.after  # the delivery did not move the new epoch's cursor
@@ -95,7 +95,17 @@ def test_nothing_is_taken_from_ahead_once_the_subscription_changed(
     ahead = outbox.read_ahead(engine, following, settings)
     subscriptions.replay(engine, subscription_id, after=0, since=None)
     _, sub = outbox.record(engine, following, DELIVERED, OWNER, settings)
-    assert outbox.batch_after(sub, ahead, OWNER, settings) == (None, None)
+    assert outbox.batch_after(sub, ahead, settings) == (None, None)
+
+    # Paused: the lease and the epoch stay, but nothing more is sent.
+    again = outbox.next_batch(engine, subscription_id, OWNER, settings)
+    assert again is not None
+    ahead = outbox.read_ahead(engine, again, settings)
+    assert ahead.rows
+    subscriptions.change(engine, subscription_id, {"enabled": False})
+    _, sub = outbox.record(engine, again, DELIVERED, OWNER, settings)
+    assert sub is not None and not sub.enabled
+    assert outbox.batch_after(sub, ahead, settings) == (None, None)
 
 
 @pytest.mark.parametrize(

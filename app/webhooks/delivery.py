@@ -226,7 +226,7 @@ class Deliverer:
             return False, None, None
         if not more:
             return True, None, None
-        following, ahead = outbox.batch_after(sub, ahead, owner, settings)
+        following, ahead = outbox.batch_after(sub, ahead, settings)
         if following is not None:
             return True, following, ahead
         next_batch = outbox.next_batch(self.engine, batch.subscription_id, owner, settings)

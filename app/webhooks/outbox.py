@@ -283,20 +283,17 @@ def read_ahead(engine: Engine, batch: Batch, settings: Settings) -> Ahead:
 
 
 def batch_after(
-    sub: Row[Any] | None, ahead: Ahead | None, owner: str, settings: Settings
+    sub: Row[Any] | None, ahead: Ahead | None, settings: Settings
 ) -> tuple[Batch | None, Ahead | None]:
     """(The next batch from `ahead`, what is left of `ahead` after it), given
-    the subscription as recording the last delivery left it. (None, None)
-    when they cannot tell it (for `next_batch` to read it): the lease lost, a
-    replay or a filter change meanwhile, nothing read ahead, or too little."""
-    if sub is None or ahead is None or not ahead.rows:
+    the subscription as `record` returned it: only while the lease was still
+    ours and the epoch the batch's (so the filter and the cursor are those
+    `ahead` was read with). (None, None) when they cannot tell it (for
+    `next_batch` to read it): the lease lost, a replay or a filter change
+    meanwhile, the subscription paused, nothing read ahead, or too little."""
+    if sub is None or not sub.enabled or ahead is None or not ahead.rows:
         return None, None
-    if not sub.enabled or sub.lease_owner != owner or sub.cursor != ahead.after:
-        return None, None
-    statuses = statuses_filter(sub.statuses, sub.final_only)
-    if statuses != ahead.statuses:
-        return None, None
-    size = settings.webhook_batch_size
+    statuses, size = ahead.statuses, settings.webhook_batch_size
     rows, rest = ahead.rows[:size], ahead.rows[size:]
     if len(rows) < size and not ahead.complete:
         return None, None  # more changes than were read may belong in this batch
